@@ -1,0 +1,147 @@
+// Package layout names every object the registry keeps in its bucket. Key
+// is the one function that builds object keys; no other code concatenates
+// them.
+package layout
+
+import (
+	"fmt"
+
+	"github.com/keel-registry/keel/internal/reference"
+)
+
+// Path is a place in the bucket. Each concrete type below is one kind of
+// object or one listing prefix.
+type Path interface{ path() }
+
+// Key returns the object key (or listing prefix) for p. The bucket holds,
+// under the configured prefix:
+//
+//	blobs/<alg>/<hex>                    blob record: size and data object
+//	                                     (upload service)
+//	blobdata/<upload-id>                 a blob's bytes, written once by the
+//	                                     upload that produced them
+//	uploads/<upload-id>/state            upload session state (JSON)
+//	uploads/<upload-id>/tail/<version>   bytes not yet filling a part
+//	links/<repo>/<alg>/<hex>             the blob is visible in <repo>
+//	manifests/<repo>/_revisions/<alg>/<hex>
+//	                                     a manifest: media type and bytes
+//	                                     (manifest service)
+//	manifests/<repo>/_tags/<tag>         the digest a tag points at
+//	manifests/<repo>/_referrers/<alg>/<hex>/<alg>-<hex>
+//	                                     a referrer's descriptor, filed under
+//	                                     its subject
+//	repositories/<repo>                  catalog entry: the repository exists
+//
+// Repository names never contain a component starting with '_', so the
+// "_revisions", "_tags" and "_referrers" levels cannot collide with a nested
+// repository such as "a/b" under "a".
+func Key(p Path) string {
+	switch p := p.(type) {
+	case Blob:
+		return fmt.Sprintf("blobs/%s/%s", p.Digest.Algorithm(), p.Digest.Hex())
+	case BlobData:
+		return "blobdata/" + p.UploadID
+	case UploadState:
+		return "uploads/" + p.UploadID + "/state"
+	case UploadTail:
+		return fmt.Sprintf("uploads/%s/tail/%d", p.UploadID, p.Version)
+	case UploadDir:
+		return "uploads/" + p.UploadID + "/"
+	case Uploads:
+		return "uploads/"
+	case BlobLink:
+		return fmt.Sprintf("links/%s/%s/%s", p.Repo, p.Digest.Algorithm(), p.Digest.Hex())
+	case Revision:
+		return fmt.Sprintf("manifests/%s/_revisions/%s/%s",
+			p.Repo, p.Digest.Algorithm(), p.Digest.Hex())
+	case Tag:
+		return fmt.Sprintf("manifests/%s/_tags/%s", p.Repo, p.Tag)
+	case Tags:
+		return fmt.Sprintf("manifests/%s/_tags/", p.Repo)
+	case Referrer:
+		return fmt.Sprintf("manifests/%s/_referrers/%s/%s/%s-%s", p.Repo,
+			p.Subject.Algorithm(), p.Subject.Hex(), p.Digest.Algorithm(), p.Digest.Hex())
+	case Referrers:
+		return fmt.Sprintf("manifests/%s/_referrers/%s/%s/", p.Repo,
+			p.Subject.Algorithm(), p.Subject.Hex())
+	case Repository:
+		return "repositories/" + p.Repo
+	case Repositories:
+		return "repositories/"
+	}
+	panic(fmt.Sprintf("layout: unknown path type %T", p))
+}
+
+// Blob is a blob's record, shared by every repository that links it.
+type Blob struct{ Digest reference.Digest }
+
+// BlobData is the object holding the bytes that one upload produced.
+type BlobData struct{ UploadID string }
+
+// UploadState is an upload session's state.
+type UploadState struct{ UploadID string }
+
+// UploadTail holds a session's bytes that do not yet fill a part, as of a
+// state version.
+type UploadTail struct {
+	UploadID string
+	Version  int64
+}
+
+// UploadDir is the prefix of everything a session keeps.
+type UploadDir struct{ UploadID string }
+
+// Uploads is the prefix of every session.
+type Uploads struct{}
+
+// BlobLink makes a blob visible in a repository.
+type BlobLink struct {
+	Repo   string
+	Digest reference.Digest
+}
+
+// Revision is a manifest stored in a repository.
+type Revision struct {
+	Repo   string
+	Digest reference.Digest
+}
+
+// Tag points a tag at a manifest digest.
+type Tag struct{ Repo, Tag string }
+
+// Tags is the prefix of a repository's tags.
+type Tags struct{ Repo string }
+
+// Referrer files a referrer's descriptor under its subject.
+type Referrer struct {
+	Repo    string
+	Subject reference.Digest
+	Digest  reference.Digest
+}
+
+// Referrers is the prefix of a subject's referrers.
+type Referrers struct {
+	Repo    string
+	Subject reference.Digest
+}
+
+// Repository is a repository's catalog entry.
+type Repository struct{ Repo string }
+
+// Repositories is the prefix of the catalog.
+type Repositories struct{}
+
+func (Blob) path()         {}
+func (BlobData) path()     {}
+func (UploadState) path()  {}
+func (UploadTail) path()   {}
+func (UploadDir) path()    {}
+func (Uploads) path()      {}
+func (BlobLink) path()     {}
+func (Revision) path()     {}
+func (Tag) path()          {}
+func (Tags) path()         {}
+func (Referrer) path()     {}
+func (Referrers) path()    {}
+func (Repository) path()   {}
+func (Repositories) path() {}

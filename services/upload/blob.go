@@ -1,0 +1,289 @@
+package upload
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
+	"github.com/keel-registry/keel/internal/layout"
+	"github.com/keel-registry/keel/internal/objstore"
+	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/reference"
+)
+
+// blobRecord is what layout.Blob holds: the blob's size and which upload's
+// data object has its bytes. Naming the data object here, instead of
+// storing bytes under the digest, is what lets an upload finish without
+// copying its bytes: the multipart upload completes where it was written,
+// and publishing the blob is one small conditional write.
+type blobRecord struct {
+	Size int64  `json:"size"`
+	Data string `json:"data"`
+}
+
+// commit verifies the digest of everything written and publishes the blob.
+// On a mismatch the session and everything it wrote are removed.
+func (w *writer) commit(ctx context.Context, want reference.Digest) (*uploadv1.BlobDescriptor, error) {
+	if err := w.drain(ctx); err != nil {
+		return nil, err
+	}
+
+	size := w.sess.partsSize() + int64(len(w.buf))
+	if got := w.hash.digest(want.Algorithm()); got != want {
+		if err := w.srv.removeSession(ctx, w.id, w.sess, true); err != nil {
+			return nil, err
+		}
+		return nil, ocierr.New(ocierr.DigestInvalid,
+			"digest %s does not match the uploaded content", want)
+	}
+
+	if err := w.complete(ctx); err != nil {
+		return nil, err
+	}
+	w.sess.Committed = want.String()
+	if err := w.save(ctx); err != nil {
+		return nil, err
+	}
+
+	if err := w.srv.publish(ctx, w.sess.Repo, want, size, w.id); err != nil {
+		return nil, err
+	}
+	if err := w.srv.removeSession(ctx, w.id, w.sess, false); err != nil {
+		return nil, err
+	}
+	return &uploadv1.BlobDescriptor{Digest: want.String(), Size: size}, nil
+}
+
+// complete turns the session's bytes into the data object: one small put
+// for a blob shorter than a part, else the last part and
+// CompleteMultipartUpload. Neither reads nor rewrites committed parts.
+func (w *writer) complete(ctx context.Context) error {
+	key := layout.Key(layout.BlobData{UploadID: w.id})
+	if w.sess.MultipartID == "" {
+		if _, err := w.srv.store.Put(ctx, key, w.buf, objstore.Condition{}); err != nil {
+			return fmt.Errorf("store blob of upload %s: %w", w.id, err)
+		}
+		return nil
+	}
+
+	parts := w.sess.Parts
+	if len(w.buf) > 0 {
+		if w.next > maxParts {
+			return ocierr.New(ocierr.SizeInvalid,
+				"blob exceeds %d parts of %d bytes", maxParts, w.sess.PartSize)
+		}
+		etag, err := w.srv.store.UploadPart(ctx, key, w.sess.MultipartID, w.next, w.buf)
+		if err != nil {
+			return fmt.Errorf("upload last part of %s: %w", w.id, err)
+		}
+		parts = append(parts, objstore.Part{Number: w.next, ETag: etag, Size: int64(len(w.buf))})
+	}
+	if _, err := w.srv.store.CompleteMultipart(ctx, key, w.sess.MultipartID, parts); err != nil {
+		return fmt.Errorf("complete upload %s: %w", w.id, err)
+	}
+	return nil
+}
+
+// publish records a verified blob and links it into repo. When another
+// upload published the same digest first, its record wins and this
+// upload's data object is deleted: both hold the same bytes.
+func (srv *Server) publish(
+	ctx context.Context, repo string, d reference.Digest, size int64, uploadID string,
+) error {
+	rec, err := json.Marshal(blobRecord{Size: size, Data: uploadID})
+	if err != nil {
+		return err
+	}
+	_, err = srv.store.Put(ctx, layout.Key(layout.Blob{Digest: d}), rec,
+		objstore.Condition{IfNoneMatch: true})
+	switch {
+	case errors.Is(err, objstore.ErrPreconditionFailed):
+		existing, rerr := srv.record(ctx, d)
+		if rerr != nil {
+			return rerr
+		}
+		if existing.Data != uploadID {
+			srv.store.Delete(ctx, layout.Key(layout.BlobData{UploadID: uploadID}))
+		}
+	case err != nil:
+		return fmt.Errorf("publish blob %s: %w", d, err)
+	}
+
+	return srv.link(ctx, repo, d)
+}
+
+// link makes a blob visible in a repository.
+func (srv *Server) link(ctx context.Context, repo string, d reference.Digest) error {
+	key := layout.Key(layout.BlobLink{Repo: repo, Digest: d})
+	if _, err := srv.store.Put(ctx, key, nil, objstore.Condition{}); err != nil {
+		return fmt.Errorf("link blob %s into %s: %w", d, repo, err)
+	}
+	return nil
+}
+
+// record reads a blob's record.
+func (srv *Server) record(ctx context.Context, d reference.Digest) (blobRecord, error) {
+	var rec blobRecord
+	b, _, err := srv.store.Get(ctx, layout.Key(layout.Blob{Digest: d}))
+	if errors.Is(err, objstore.ErrNotFound) {
+		return rec, ocierr.New(ocierr.BlobUnknown, "blob %s unknown", d)
+	}
+	if err != nil {
+		return rec, fmt.Errorf("read blob record %s: %w", d, err)
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, fmt.Errorf("decode blob record %s: %w", d, err)
+	}
+	return rec, nil
+}
+
+// stat returns the record of a blob visible in repo.
+func (srv *Server) stat(ctx context.Context, repo string, d reference.Digest) (blobRecord, error) {
+	_, err := srv.store.Head(ctx, layout.Key(layout.BlobLink{Repo: repo, Digest: d}))
+	if errors.Is(err, objstore.ErrNotFound) {
+		return blobRecord{}, ocierr.New(ocierr.BlobUnknown, "blob %s unknown to %s", d, repo)
+	}
+	if err != nil {
+		return blobRecord{}, fmt.Errorf("stat blob %s in %s: %w", d, repo, err)
+	}
+	return srv.record(ctx, d)
+}
+
+// parseBlobRequest validates the repository and digest of a blob call.
+func parseBlobRequest(repo, digest string) (reference.Digest, error) {
+	if err := reference.ValidateName(repo); err != nil {
+		return "", err
+	}
+	return reference.ParseDigest(digest)
+}
+
+// StatBlob describes a blob visible in a repository.
+func (srv *Server) StatBlob(
+	ctx context.Context, req *uploadv1.StatBlobRequest,
+) (*uploadv1.StatBlobResponse, error) {
+	d, err := parseBlobRequest(req.GetRepository(), req.GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	rec, err := srv.stat(ctx, req.GetRepository(), d)
+	if err != nil {
+		return nil, err
+	}
+	return &uploadv1.StatBlobResponse{Blob: &uploadv1.BlobDescriptor{
+		Digest: d.String(), Size: rec.Size}}, nil
+}
+
+// MountBlob links a blob from one repository into another.
+func (srv *Server) MountBlob(
+	ctx context.Context, req *uploadv1.MountBlobRequest,
+) (*uploadv1.MountBlobResponse, error) {
+	d, err := parseBlobRequest(req.GetRepository(), req.GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	if err := reference.ValidateName(req.GetFromRepository()); err != nil {
+		return nil, err
+	}
+
+	rec, err := srv.stat(ctx, req.GetFromRepository(), d)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.link(ctx, req.GetRepository(), d); err != nil {
+		return nil, err
+	}
+	return &uploadv1.MountBlobResponse{Blob: &uploadv1.BlobDescriptor{
+		Digest: d.String(), Size: rec.Size}}, nil
+}
+
+// DeleteBlob unlinks a blob from a repository.
+//
+// Only the link goes: the blob's record and bytes stay, since other
+// repositories may link them. Reclaiming unlinked bytes needs a garbage
+// collector, which the registry does not have yet; until then deleted
+// blobs keep costing storage.
+func (srv *Server) DeleteBlob(
+	ctx context.Context, req *uploadv1.DeleteBlobRequest,
+) (*uploadv1.DeleteBlobResponse, error) {
+	d, err := parseBlobRequest(req.GetRepository(), req.GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := srv.stat(ctx, req.GetRepository(), d); err != nil {
+		return nil, err
+	}
+	key := layout.Key(layout.BlobLink{Repo: req.GetRepository(), Digest: d})
+	if err := srv.store.Delete(ctx, key); err != nil {
+		return nil, fmt.Errorf("unlink blob %s: %w", d, err)
+	}
+	return &uploadv1.DeleteBlobResponse{}, nil
+}
+
+// ReadBlob streams a blob's bytes, or a range of them.
+func (srv *Server) ReadBlob(
+	req *uploadv1.ReadBlobRequest, stream uploadv1.UploadService_ReadBlobServer,
+) error {
+	ctx := stream.Context()
+	d, err := parseBlobRequest(req.GetRepository(), req.GetDigest())
+	if err != nil {
+		return err
+	}
+	rec, err := srv.stat(ctx, req.GetRepository(), d)
+	if err != nil {
+		return err
+	}
+
+	off, n := req.GetOffset(), req.GetLength()
+	if off < 0 || (off >= rec.Size && off > 0) {
+		return ocierr.New(ocierr.RangeInvalid, "range starts past the end of the blob").
+			With("size", fmt.Sprint(rec.Size))
+	}
+	if n <= 0 || off+n > rec.Size {
+		n = rec.Size - off
+	}
+	first := &uploadv1.ReadBlobResponse{
+		Blob:   &uploadv1.BlobDescriptor{Digest: d.String(), Size: rec.Size},
+		Offset: off, Length: n,
+	}
+	key := layout.Key(layout.BlobData{UploadID: rec.Data})
+
+	if req.GetRedirect() {
+		url, err := srv.store.PresignGet(ctx, key, srv.opts.RedirectTTL)
+		if err != nil {
+			return fmt.Errorf("presign blob %s: %w", d, err)
+		}
+		first.RedirectUrl = url
+		return stream.Send(first)
+	}
+	if err := stream.Send(first); err != nil || n == 0 {
+		return err
+	}
+
+	body, _, err := srv.store.Open(ctx, key, off, n)
+	if err != nil {
+		return fmt.Errorf("open blob %s: %w", d, err)
+	}
+	defer body.Close()
+	return sendChunks(stream, body, n)
+}
+
+// sendChunks streams n bytes of r in chunkSize messages.
+func sendChunks(stream uploadv1.UploadService_ReadBlobServer, r io.Reader, n int64) error {
+	buf := make([]byte, chunkSize)
+	for n > 0 {
+		k, err := io.ReadFull(r, buf[:min(int64(len(buf)), n)])
+		if k > 0 {
+			if serr := stream.Send(&uploadv1.ReadBlobResponse{Data: buf[:k]}); serr != nil {
+				return serr
+			}
+			n -= int64(k)
+		}
+		if err != nil && n > 0 {
+			return fmt.Errorf("read blob data: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+package upload
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"regexp"
+	"time"
+
+	"github.com/keel-registry/keel/internal/layout"
+	"github.com/keel-registry/keel/internal/objstore"
+	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/reference"
+)
+
+// session is an upload session's state. It lives in the object store
+// (layout.UploadState) and nowhere else, so any replica can continue any
+// session. Every change is a conditional write (If-Match on the ETag read),
+// which makes two writers racing on one session detectable: the loser's
+// write fails and it stops.
+//
+// The bytes of a session are, in order: the committed parts of the
+// multipart upload (each exactly PartSize long), then the tail, which holds
+// fewer than PartSize bytes in its own small object until more bytes arrive
+// to fill a part. Offset is always the sum of both.
+type session struct {
+	// Repo is the repository the session uploads into.
+	Repo string `json:"repo"`
+	// Created and Updated date the session, for the janitor.
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+	// PartSize is fixed when the session opens and never changes, so every
+	// non-final part has the same size (R2 requires it).
+	PartSize int64 `json:"partSize"`
+	// MultipartID is the store's multipart upload id; empty until the first
+	// full part.
+	MultipartID string `json:"multipartId,omitempty"`
+	// Parts are the committed parts, in order.
+	Parts []objstore.Part `json:"parts,omitempty"`
+	// NextPart is the lowest part number no writer can have used yet.
+	NextPart int32 `json:"nextPart"`
+	// Offset is the number of bytes committed: parts plus tail.
+	Offset int64 `json:"offset"`
+	// TailVersion names the tail object (layout.UploadTail); zero when the
+	// tail is empty.
+	TailVersion int64 `json:"tailVersion,omitempty"`
+	// TailSize is the tail's length in bytes.
+	TailSize int64 `json:"tailSize,omitempty"`
+	// SHA256 and SHA512 are the serialized hash states over the first
+	// Offset bytes. Both are kept because the client names the algorithm
+	// only when it closes the upload.
+	SHA256 []byte `json:"sha256"`
+	SHA512 []byte `json:"sha512"`
+	// Version counts writes to the state; tail object names use it so an
+	// old tail is never overwritten in place.
+	Version int64 `json:"version"`
+	// Writer is the id of the write attempt that holds the session, empty
+	// when none does. A new attempt may take the session over from a
+	// writer that died; see claim.
+	Writer string `json:"writer,omitempty"`
+	// Committed is the digest of a session whose bytes are complete and
+	// verified, set just before the blob is published.
+	Committed string `json:"committed,omitempty"`
+}
+
+// partsSize returns the number of bytes in committed parts.
+func (s *session) partsSize() int64 {
+	var n int64
+	for _, p := range s.Parts {
+		n += p.Size
+	}
+	return n
+}
+
+// hashes is the running SHA-256 and SHA-512 of a session's bytes.
+type hashes struct {
+	sha256 hash.Hash
+	sha512 hash.Hash
+}
+
+func newHashes() hashes {
+	return hashes{sha256: sha256.New(), sha512: sha512.New()}
+}
+
+// Write feeds both hashes.
+func (h hashes) Write(p []byte) (int, error) {
+	h.sha256.Write(p)
+	h.sha512.Write(p)
+	return len(p), nil
+}
+
+// state serializes both hash states.
+func (h hashes) state() (s256, s512 []byte, err error) {
+	s256, err = h.sha256.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	s512, err = h.sha512.(encoding.BinaryMarshaler).MarshalBinary()
+	return s256, s512, err
+}
+
+// restoreHashes rebuilds the running hashes from a session.
+func restoreHashes(s *session) (hashes, error) {
+	h := newHashes()
+	if len(s.SHA256) == 0 {
+		return h, nil
+	}
+	if err := h.sha256.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.SHA256); err != nil {
+		return h, fmt.Errorf("restore sha256 state: %w", err)
+	}
+	if err := h.sha512.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.SHA512); err != nil {
+		return h, fmt.Errorf("restore sha512 state: %w", err)
+	}
+	return h, nil
+}
+
+// digest returns the digest of everything hashed so far, in algorithm alg.
+func (h hashes) digest(alg reference.Algorithm) reference.Digest {
+	var sum []byte
+	if alg == reference.SHA512 {
+		sum = h.sha512.Sum(nil)
+	} else {
+		sum = h.sha256.Sum(nil)
+	}
+	return reference.Digest(string(alg) + ":" + hex.EncodeToString(sum))
+}
+
+var uploadIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// newID returns a random 128-bit id in hex.
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// sessions reads and writes session state in the object store.
+type sessions struct {
+	store *objstore.Store
+}
+
+// load reads a session and the ETag that a conditional write must match.
+// A session that does not exist, or belongs to another repository, is
+// BLOB_UPLOAD_UNKNOWN.
+func (ss sessions) load(ctx context.Context, repo, id string) (*session, string, error) {
+	if !uploadIDPattern.MatchString(id) {
+		return nil, "", ocierr.New(ocierr.BlobUploadUnknown, "upload %.40q unknown", id)
+	}
+	b, info, err := ss.store.Get(ctx, layout.Key(layout.UploadState{UploadID: id}))
+	if errors.Is(err, objstore.ErrNotFound) {
+		return nil, "", ocierr.New(ocierr.BlobUploadUnknown, "upload %s unknown", id)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("load upload %s: %w", id, err)
+	}
+	var s session
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, "", fmt.Errorf("decode upload %s: %w", id, err)
+	}
+	if s.Repo != repo {
+		return nil, "", ocierr.New(ocierr.BlobUploadUnknown, "upload %s unknown", id)
+	}
+	return &s, info.ETag, nil
+}
+
+// create writes a new session; the id must not exist yet.
+func (ss sessions) create(ctx context.Context, id string, s *session) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	cond := objstore.Condition{IfNoneMatch: true}
+	if _, err := ss.store.Put(ctx, layout.Key(layout.UploadState{UploadID: id}), b, cond); err != nil {
+		return fmt.Errorf("create upload %s: %w", id, err)
+	}
+	return nil
+}
+
+// save writes s if the stored state still has ETag etag, bumping its
+// version, and returns the new ETag. A lost race is errConflict.
+func (ss sessions) save(ctx context.Context, id string, s *session, etag string) (string, error) {
+	s.Version++
+	s.Updated = time.Now().UTC()
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", err
+	}
+	key := layout.Key(layout.UploadState{UploadID: id})
+	info, err := ss.store.Put(ctx, key, b, objstore.Condition{IfMatch: etag})
+	if errors.Is(err, objstore.ErrPreconditionFailed) || errors.Is(err, objstore.ErrNotFound) {
+		return "", errConflict
+	}
+	if err != nil {
+		return "", fmt.Errorf("save upload %s: %w", id, err)
+	}
+	return info.ETag, nil
+}
+
+// errConflict means another writer changed the session first.
+var errConflict = errors.New("upload session changed by another writer")
+
+// outOfRange is the 416 answer for a write that does not start at the
+// committed offset, carrying that offset for the client.
+func outOfRange(offset int64, format string, args ...any) *ocierr.Error {
+	return ocierr.New(ocierr.BlobUploadInvalid, format, args...).
+		With("offset", fmt.Sprint(offset)).
+		WithStatus(416)
+}

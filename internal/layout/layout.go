@@ -22,7 +22,7 @@ type Path interface{ path() }
 //	                                     upload that produced them
 //	uploads/<upload-id>/state            upload session state (JSON)
 //	uploads/<upload-id>/tail/<version>   bytes not yet filling a part
-//	links/<repo>/<alg>/<hex>             the blob is visible in <repo>
+//	links/<repo>/_blobs/<alg>/<hex>      the blob is visible in <repo>
 //	manifests/<repo>/_revisions/<alg>/<hex>
 //	                                     a manifest: media type and bytes
 //	                                     (manifest service)
@@ -30,11 +30,15 @@ type Path interface{ path() }
 //	manifests/<repo>/_referrers/<alg>/<hex>/<alg>-<hex>
 //	                                     a referrer's descriptor, filed under
 //	                                     its subject
-//	repositories/<repo>                  catalog entry: the repository exists
+//	repositories/<repo>!                 catalog entry: the repository exists
 //
 // Repository names never contain a component starting with '_', so the
-// "_revisions", "_tags" and "_referrers" levels cannot collide with a nested
-// repository such as "a/b" under "a".
+// "_blobs", "_revisions", "_tags" and "_referrers" levels cannot collide with a nested
+// repository such as "a/b" under "a". The '!' that ends a catalog entry does
+// the same for the catalog: without it "repositories/a" would be an object
+// and "repositories/a/b" one below it, which stores that keep objects as
+// files (versitygw's posix backend) refuse. '!' sorts below every character
+// a name may hold, so entries still list in the names' lexical order.
 func Key(p Path) string {
 	switch p := p.(type) {
 	case Blob:
@@ -50,10 +54,12 @@ func Key(p Path) string {
 	case Uploads:
 		return "uploads/"
 	case BlobLink:
-		return fmt.Sprintf("links/%s/%s/%s", p.Repo, p.Digest.Algorithm(), p.Digest.Hex())
+		return fmt.Sprintf("links/%s/_blobs/%s/%s", p.Repo, p.Digest.Algorithm(), p.Digest.Hex())
 	case Revision:
 		return fmt.Sprintf("manifests/%s/_revisions/%s/%s",
 			p.Repo, p.Digest.Algorithm(), p.Digest.Hex())
+	case Revisions:
+		return fmt.Sprintf("manifests/%s/_revisions/", p.Repo)
 	case Tag:
 		return fmt.Sprintf("manifests/%s/_tags/%s", p.Repo, p.Tag)
 	case Tags:
@@ -65,7 +71,7 @@ func Key(p Path) string {
 		return fmt.Sprintf("manifests/%s/_referrers/%s/%s/", p.Repo,
 			p.Subject.Algorithm(), p.Subject.Hex())
 	case Repository:
-		return "repositories/" + p.Repo
+		return "repositories/" + p.Repo + "!"
 	case Repositories:
 		return "repositories/"
 	}
@@ -106,6 +112,9 @@ type Revision struct {
 	Digest reference.Digest
 }
 
+// Revisions is the prefix of a repository's manifests.
+type Revisions struct{ Repo string }
+
 // Tag points a tag at a manifest digest.
 type Tag struct{ Repo, Tag string }
 
@@ -139,6 +148,7 @@ func (UploadDir) path()    {}
 func (Uploads) path()      {}
 func (BlobLink) path()     {}
 func (Revision) path()     {}
+func (Revisions) path()    {}
 func (Tag) path()          {}
 func (Tags) path()         {}
 func (Referrer) path()     {}

@@ -21,13 +21,14 @@ func TestKey(t *testing.T) {
 		{UploadTail{"u1", 7}, "uploads/u1/tail/7"},
 		{UploadDir{"u1"}, "uploads/u1/"},
 		{Uploads{}, "uploads/"},
-		{BlobLink{"a/b", d}, "links/a/b/sha256/" + d.Hex()},
+		{BlobLink{"a/b", d}, "links/a/b/_blobs/sha256/" + d.Hex()},
 		{Revision{"a/b", s}, "manifests/a/b/_revisions/sha512/" + s.Hex()},
+		{Revisions{"a/b"}, "manifests/a/b/_revisions/"},
 		{Tag{"a/b", "v1"}, "manifests/a/b/_tags/v1"},
 		{Tags{"a/b"}, "manifests/a/b/_tags/"},
 		{Referrer{"a", d, s}, "manifests/a/_referrers/sha256/" + d.Hex() + "/sha512-" + s.Hex()},
 		{Referrers{"a", d}, "manifests/a/_referrers/sha256/" + d.Hex() + "/"},
-		{Repository{"a/b"}, "repositories/a/b"},
+		{Repository{"a/b"}, "repositories/a/b!"},
 		{Repositories{}, "repositories/"},
 	}
 	for _, c := range cases {

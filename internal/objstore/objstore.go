@@ -53,12 +53,12 @@ type Config struct {
 }
 
 // ErrNotFound reports that the key, upload or bucket does not exist.
-var ErrNotFound = errors.New("objstore: not found")
+var ErrNotFound = errors.New("not found")
 
 // ErrPreconditionFailed reports that an If-Match or If-None-Match condition
 // did not hold (HTTP 412), or that a concurrent conditional write won the
 // race (HTTP 409 ConditionalRequestConflict).
-var ErrPreconditionFailed = errors.New("objstore: precondition failed")
+var ErrPreconditionFailed = errors.New("precondition failed")
 
 // ObjectInfo describes a stored object.
 type ObjectInfo struct {
@@ -94,6 +94,11 @@ type MultipartUpload struct {
 }
 
 // Condition makes a Put conditional. The zero value is unconditional.
+//
+// A conditional Put whose response is lost in transit is retried by the
+// SDK; if the first attempt had in fact succeeded, the retry fails its
+// condition and Put returns ErrPreconditionFailed for the caller's own
+// write. Callers that must tell the two apart compare the stored content.
 type Condition struct {
 	// IfNoneMatch makes the Put succeed only if no object exists at the
 	// key (If-None-Match: *).
@@ -114,6 +119,10 @@ type Store struct {
 	prefix  string
 	region  string
 }
+
+// errNoBucket marks an ErrNotFound that is about the bucket itself, so that
+// "missing is fine" operations such as Delete still report it.
+var errNoBucket = errors.New("no such bucket")
 
 // listPageSize is the most keys S3 returns in one list request.
 const listPageSize = 1000
@@ -138,10 +147,9 @@ func DefaultHTTPClient() *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// New returns a Store for cfg. It does not contact the server; use Ping or
-// EnsureBucket for that.
+// New returns a Store for cfg. It does not contact the server (ctx is unused
+// today); use Ping or EnsureBucket for that.
 func New(ctx context.Context, cfg Config) (*Store, error) {
-	_ = ctx // reserved: construction does no I/O today
 	if cfg.Bucket == "" {
 		return nil, errors.New("objstore: Config.Bucket is required")
 	}
@@ -205,8 +213,10 @@ func translate(err error) error {
 		status = respErr.HTTPStatusCode()
 	}
 	switch {
+	case code == "NoSuchBucket":
+		return fmt.Errorf("objstore: %s: %w: %w: %w", op, ErrNotFound, errNoBucket, err)
 	case code == "NoSuchKey" || code == "NotFound" || code == "NoSuchUpload" ||
-		code == "NoSuchBucket" || status == http.StatusNotFound:
+		status == http.StatusNotFound:
 		return fmt.Errorf("objstore: %s: %w: %w", op, ErrNotFound, err)
 	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed ||
 		code == "ConditionalRequestConflict":
@@ -238,12 +248,12 @@ func (s *Store) EnsureBucket(ctx context.Context) error {
 		}
 	}
 	_, err = s.client.CreateBucket(ctx, in)
-	if err != nil {
+	if err = translate(err); err != nil {
 		var owned *types.BucketAlreadyOwnedByYou
 		if errors.As(err, &owned) {
-			return nil
+			return nil // created concurrently by us
 		}
-		return translate(err)
+		return err
 	}
 	return nil
 }
@@ -314,16 +324,25 @@ func (s *Store) Open(
 		ETag:         aws.ToString(out.ETag),
 		LastModified: aws.ToTime(out.LastModified),
 	}
+	body := out.Body
 	if total, ok := contentRangeTotal(aws.ToString(out.ContentRange)); ok {
 		info.Size = total
-	} else if ranged && offset > 0 {
-		// A server that ignored the range would send the whole object,
-		// which the caller would misread as the requested bytes.
-		out.Body.Close()
-		return nil, ObjectInfo{}, fmt.Errorf(
-			"objstore: GetObject %q: ranged response without Content-Range", key)
+	} else if ranged {
+		// The server ignored the range and sent the whole object.
+		if offset > 0 {
+			body.Close()
+			return nil, ObjectInfo{}, fmt.Errorf(
+				"objstore: GetObject %q: ranged response without Content-Range", key)
+		}
+		body = limitedReadCloser{io.LimitReader(body, length), body}
 	}
-	return out.Body, info, nil
+	return body, info, nil
+}
+
+// limitedReadCloser reads from a limited view of a body and closes the body.
+type limitedReadCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // contentRangeTotal extracts the complete length from a Content-Range
@@ -387,7 +406,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		Bucket: &s.bucket,
 		Key:    aws.String(s.key(key)),
 	})
-	if err = translate(err); errors.Is(err, ErrNotFound) {
+	if err = translate(err); errors.Is(err, ErrNotFound) && !errors.Is(err, errNoBucket) {
 		return nil
 	}
 	return err
@@ -509,7 +528,7 @@ func (s *Store) AbortMultipart(ctx context.Context, key, uploadID string) error 
 		Key:      aws.String(s.key(key)),
 		UploadId: &uploadID,
 	})
-	if err = translate(err); errors.Is(err, ErrNotFound) {
+	if err = translate(err); errors.Is(err, ErrNotFound) && !errors.Is(err, errNoBucket) {
 		return nil
 	}
 	return err

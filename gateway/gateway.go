@@ -1,0 +1,301 @@
+// Package gateway is the registry's only HTTP edge. It speaks the OCI
+// Distribution Specification v1.1 and Docker's Registry API v2 to clients and
+// turns every request into gRPC calls to the auth, upload and manifest
+// services. It holds no registry state and no storage credentials.
+package gateway
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	authv1 "github.com/keel-registry/keel/gen/keel/auth/v1"
+	manifestv1 "github.com/keel-registry/keel/gen/keel/manifest/v1"
+	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
+	"github.com/keel-registry/keel/internal/ocierr"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultAuthCacheTTL    = 5 * time.Second
+	DefaultRealm           = "keel"
+	DefaultMaxManifestSize = 4 << 20
+)
+
+// Options configures a gateway.
+type Options struct {
+	// Auth decides who a caller is and what it may do.
+	Auth authv1.AuthServiceClient
+	// Uploads owns blobs and upload sessions.
+	Uploads uploadv1.UploadServiceClient
+	// Manifests owns manifests, tags, referrers and the catalog. Its server
+	// must accept messages of MaxManifestSize plus a little framing; the
+	// gateway raises its own receive limit for GetManifest per call.
+	Manifests manifestv1.ManifestServiceClient
+	// Logger gets one line per request; nil means slog.Default().
+	Logger *slog.Logger
+	// AuthCacheTTL is how long an Authorize answer is reused; 0 means
+	// DefaultAuthCacheTTL.
+	AuthCacheTTL time.Duration
+	// Realm is the basic-auth realm; "" means DefaultRealm.
+	Realm string
+	// BlobRedirect answers blob GETs with a 307 to a presigned URL when the
+	// upload service gives one.
+	BlobRedirect bool
+	// MaxManifestSize is the largest manifest accepted; 0 means
+	// DefaultMaxManifestSize.
+	MaxManifestSize int64
+}
+
+// gateway is the HTTP handler New returns.
+type gateway struct {
+	uploads   uploadv1.UploadServiceClient
+	manifests manifestv1.ManifestServiceClient
+	log       *slog.Logger
+
+	access          *authorizer
+	realm           string
+	blobRedirect    bool
+	maxManifestSize int64
+	routes          router
+}
+
+// New returns the registry's HTTP handler.
+func New(opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.AuthCacheTTL <= 0 {
+		opts.AuthCacheTTL = DefaultAuthCacheTTL
+	}
+	if opts.Realm == "" {
+		opts.Realm = DefaultRealm
+	}
+	if opts.MaxManifestSize <= 0 {
+		opts.MaxManifestSize = DefaultMaxManifestSize
+	}
+
+	g := &gateway{
+		uploads:         opts.Uploads,
+		manifests:       opts.Manifests,
+		log:             opts.Logger,
+		access:          newAuthorizer(opts.Auth, opts.AuthCacheTTL, maxAuthCacheEntries),
+		realm:           opts.Realm,
+		blobRedirect:    opts.BlobRedirect,
+		maxManifestSize: opts.MaxManifestSize,
+	}
+	g.routes = g.newRouter()
+	return g
+}
+
+// newRouter maps each route and method to its handler.
+func (g *gateway) newRouter() router {
+	rt := router{}
+	rt.handle(routeBase, g.base, http.MethodGet, http.MethodHead)
+	rt.handle(routeCatalog, g.catalog, http.MethodGet)
+	rt.handle(routeTags, g.listTags, http.MethodGet)
+	rt.handle(routeReferrers, g.listReferrers, http.MethodGet)
+
+	rt.handle(routeManifest, g.getManifest, http.MethodGet, http.MethodHead)
+	rt.handle(routeManifest, g.putManifest, http.MethodPut)
+	rt.handle(routeManifest, g.deleteManifest, http.MethodDelete)
+
+	rt.handle(routeBlob, g.getBlob, http.MethodGet)
+	rt.handle(routeBlob, g.headBlob, http.MethodHead)
+	rt.handle(routeBlob, g.deleteBlob, http.MethodDelete)
+
+	rt.handle(routeUploads, g.startUpload, http.MethodPost)
+	rt.handle(routeUpload, g.writeUpload, http.MethodPatch)
+	rt.handle(routeUpload, g.commitUpload, http.MethodPut)
+	rt.handle(routeUpload, g.getUpload, http.MethodGet)
+	rt.handle(routeUpload, g.cancelUpload, http.MethodDelete)
+	return rt
+}
+
+// request is one HTTP request with its route resolved and checked.
+type request struct {
+	*http.Request
+	route route
+	// name is the repository, "" for routes without one.
+	name string
+	// param is the path's last part: a digest, reference or upload id.
+	param string
+	// digest and upload are logged when set; handlers fill them in as they
+	// learn them.
+	digest string
+	upload string
+	// cleanupErr is a failure while cleaning up after an error, logged
+	// with the request.
+	cleanupErr error
+}
+
+// ServeHTTP routes, authorizes and answers one request, then logs it.
+func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	body := &countingReader{r: r.Body}
+	r.Body = body
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+
+	req, h, err := g.prepare(r)
+	if err == nil {
+		err = h(rec, req)
+	}
+	if err != nil {
+		g.fail(rec, err)
+	}
+
+	g.logRequest(req, rec, body.n, time.Since(start), err)
+}
+
+// prepare resolves the route, checks the names in the path and authorizes
+// the request. The request it returns is usable for logging even on error.
+func (g *gateway) prepare(r *http.Request) (*request, handlerFunc, error) {
+	req := &request{Request: r}
+	m, err := match(r.URL.Path)
+	if err != nil {
+		return req, nil, err
+	}
+	req.route, req.name, req.param = m.route, m.name, m.param
+	switch m.route {
+	case routeBlob, routeReferrers:
+		req.digest = m.param
+	case routeUpload:
+		req.upload = m.param
+	}
+
+	if err := m.validate(); err != nil {
+		return req, nil, err
+	}
+	h, err := g.routes.lookup(m.route, r.Method)
+	if err != nil {
+		return req, nil, err
+	}
+
+	if err := g.authorize(req, requiredAccess(req)...); err != nil {
+		return req, nil, err
+	}
+	return req, h, nil
+}
+
+// fail answers a request with err. It is the one place errors become HTTP
+// responses: the client sees only what ocierr lets through, and the cause
+// goes to the request's log line. When the response has already started,
+// nothing more can be said to the client.
+func (g *gateway) fail(w *recorder, err error) {
+	if w.status != 0 {
+		return
+	}
+	e := ocierr.FromError(err)
+	if e.Code == ocierr.Unauthorized {
+		w.Header().Set("WWW-Authenticate", basicChallenge(g.realm))
+	}
+	var me *methodError
+	if errors.As(err, &me) {
+		w.Header().Set("Allow", strings.Join(me.allowed, ", "))
+	}
+	ocierr.Write(w, e)
+}
+
+// logRequest writes the request's one log line.
+func (g *gateway) logRequest(req *request, w *recorder, in int64, d time.Duration, err error) {
+	attrs := []slog.Attr{
+		slog.String("method", req.Method),
+		slog.String("route", string(req.route)),
+		slog.Int("status", w.statusCode()),
+		slog.Int64("bytes_in", in),
+		slog.Int64("bytes_out", w.n),
+		slog.Duration("duration", d),
+	}
+	if req.route == "" {
+		attrs[1] = slog.String("path", truncate(req.URL.Path, maxLoggedLength))
+	}
+	if req.name != "" {
+		attrs = append(attrs, slog.String("repository", truncate(req.name, maxLoggedLength)))
+	}
+	if req.digest != "" {
+		attrs = append(attrs, slog.String("digest", truncate(req.digest, maxLoggedLength)))
+	}
+	if req.upload != "" {
+		attrs = append(attrs, slog.String("upload", truncate(req.upload, maxLoggedLength)))
+	}
+	if req.cleanupErr != nil {
+		attrs = append(attrs, slog.String("cleanup_error", req.cleanupErr.Error()))
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		e := ocierr.FromError(err)
+		attrs = append(attrs, slog.String("code", string(e.Code)), slog.String("error", err.Error()))
+		if e.HTTPStatus() >= 500 {
+			level = slog.LevelError
+		}
+	}
+	g.log.LogAttrs(req.Context(), level, "request", attrs...)
+}
+
+// maxLoggedLength bounds each value from the request path in a log line.
+const maxLoggedLength = 256
+
+// truncate cuts s to at most n bytes.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// recorder is the response writer handlers get: it remembers the status and
+// counts the body bytes for the log.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+// WriteHeader records the status.
+func (w *recorder) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// Write records an implicit 200 and counts the bytes.
+func (w *recorder) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *recorder) statusCode() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// countingReader counts the request body bytes read, for the log.
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }

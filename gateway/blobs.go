@@ -201,9 +201,11 @@ func parseRange(h string) (rangeSpec, bool) {
 		return rangeSpec{first: first, last: -1}, true
 	}
 	last, err := strconv.ParseInt(b, 10, 64)
-	if err != nil || last < first {
+	if err != nil {
 		return rangeSpec{}, false
 	}
+	// A last byte before the first ("bytes=500-0") selects nothing; it is
+	// answered 416 like a range past the end, not ignored.
 	return rangeSpec{first: first, last: last}, true
 }
 
@@ -217,7 +219,7 @@ func (s rangeSpec) resolve(size int64) (byteRange, bool) {
 		}
 		return byteRange{start: size - n, length: n}, true
 	}
-	if s.first >= size {
+	if s.first >= size || (s.last >= 0 && s.last < s.first) {
 		return byteRange{}, false
 	}
 	last := size - 1

@@ -666,7 +666,7 @@ func TestBlobRanges(t *testing.T) {
 		}
 	}
 
-	for _, header := range []string{"bytes=1000-", "bytes=5000-6000", "bytes=-0"} {
+	for _, header := range []string{"bytes=1000-", "bytes=5000-6000", "bytes=-0", "bytes=500-0"} {
 		req := h.newRequest(t, http.MethodGet, path, nil)
 		req.Header.Set("Range", header)
 		resp, body := send(t, req)

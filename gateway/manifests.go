@@ -37,6 +37,7 @@ func (g *gateway) putManifest(w http.ResponseWriter, req *request) error {
 		Reference:  req.param,
 		MediaType:  req.Header.Get("Content-Type"),
 		Content:    content,
+		Tags:       req.URL.Query()["tag"],
 	})
 	if err != nil {
 		return err
@@ -48,6 +49,9 @@ func (g *gateway) putManifest(w http.ResponseWriter, req *request) error {
 	h.Set("Docker-Content-Digest", resp.GetDigest())
 	if resp.GetSubject() != "" {
 		h.Set("OCI-Subject", resp.GetSubject())
+	}
+	for _, tag := range resp.GetTags() {
+		h.Add("OCI-Tag", tag)
 	}
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)

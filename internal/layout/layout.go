@@ -31,6 +31,8 @@ type Path interface{ path() }
 //	                                     a referrer's descriptor, filed under
 //	                                     its subject
 //	repositories/<repo>!                 catalog entry: the repository exists
+//	signingkeys/<id>                     a registry-token signing key, private
+//	                                     half included (auth service)
 //
 // Repository names never contain a component starting with '_', so the
 // "_blobs", "_revisions", "_tags" and "_referrers" levels cannot collide with a nested
@@ -74,6 +76,10 @@ func Key(p Path) string {
 		return "repositories/" + p.Repo + "!"
 	case Repositories:
 		return "repositories/"
+	case SigningKey:
+		return "signingkeys/" + p.ID
+	case SigningKeys:
+		return "signingkeys/"
 	}
 	panic(fmt.Sprintf("layout: unknown path type %T", p))
 }
@@ -140,6 +146,13 @@ type Repository struct{ Repo string }
 // Repositories is the prefix of the catalog.
 type Repositories struct{}
 
+// SigningKey is one of the auth service's token signing keys. ID is the
+// auth service's name for it, made of characters safe in a key.
+type SigningKey struct{ ID string }
+
+// SigningKeys is the prefix of every signing key.
+type SigningKeys struct{}
+
 func (Blob) path()         {}
 func (BlobData) path()     {}
 func (UploadState) path()  {}
@@ -155,3 +168,5 @@ func (Referrer) path()     {}
 func (Referrers) path()    {}
 func (Repository) path()   {}
 func (Repositories) path() {}
+func (SigningKey) path()   {}
+func (SigningKeys) path()  {}

@@ -30,6 +30,8 @@ func TestKey(t *testing.T) {
 		{Referrers{"a", d}, "manifests/a/_referrers/sha256/" + d.Hex() + "/"},
 		{Repository{"a/b"}, "repositories/a/b!"},
 		{Repositories{}, "repositories/"},
+		{SigningKey{"000000020000"}, "signingkeys/000000020000"},
+		{SigningKeys{}, "signingkeys/"},
 	}
 	for _, c := range cases {
 		if got := Key(c.p); got != c.want {

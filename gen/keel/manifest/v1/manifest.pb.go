@@ -113,7 +113,10 @@ type PutManifestRequest struct {
 	// The Content-Type the client sent.
 	MediaType string `protobuf:"bytes,3,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
 	// The manifest's bytes, exactly as pushed.
-	Content       []byte `protobuf:"bytes,4,opt,name=content,proto3" json:"content,omitempty"`
+	Content []byte `protobuf:"bytes,4,opt,name=content,proto3" json:"content,omitempty"`
+	// More tags to point at the manifest, from the `tag` query parameters of
+	// a push by digest.
+	Tags          []string `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -176,6 +179,13 @@ func (x *PutManifestRequest) GetContent() []byte {
 	return nil
 }
 
+func (x *PutManifestRequest) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
 // PutManifestResponse describes the stored manifest.
 type PutManifestResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -183,7 +193,9 @@ type PutManifestResponse struct {
 	// another algorithm).
 	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
 	// The manifest's subject digest, when it has one.
-	Subject       string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The tags that now point at the manifest, from the request's tags.
+	Tags          []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +242,13 @@ func (x *PutManifestResponse) GetSubject() string {
 		return x.Subject
 	}
 	return ""
+}
+
+func (x *PutManifestResponse) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
 }
 
 // GetManifestRequest names a manifest.
@@ -815,7 +834,7 @@ const file_keel_manifest_v1_manifest_proto_rawDesc = "" +
 	"\vannotations\x18\x05 \x03(\v2-.keel.manifest.v1.Descriptor.AnnotationsEntryR\vannotations\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x01\n" +
 	"\x12PutManifestRequest\x12\x1e\n" +
 	"\n" +
 	"repository\x18\x01 \x01(\tR\n" +
@@ -823,10 +842,12 @@ const file_keel_manifest_v1_manifest_proto_rawDesc = "" +
 	"\treference\x18\x02 \x01(\tR\treference\x12\x1d\n" +
 	"\n" +
 	"media_type\x18\x03 \x01(\tR\tmediaType\x12\x18\n" +
-	"\acontent\x18\x04 \x01(\fR\acontent\"G\n" +
+	"\acontent\x18\x04 \x01(\fR\acontent\x12\x12\n" +
+	"\x04tags\x18\x05 \x03(\tR\x04tags\"[\n" +
 	"\x13PutManifestResponse\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x18\n" +
-	"\asubject\x18\x02 \x01(\tR\asubject\"~\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\"~\n" +
 	"\x12GetManifestRequest\x12\x1e\n" +
 	"\n" +
 	"repository\x18\x01 \x01(\tR\n" +

@@ -20,6 +20,8 @@ tools=(
   github.com/regclient/regclient/cmd/regctl@v0.11.7
   oras.land/oras/cmd/oras@v1.3.6
   github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111
+  # CNCF Distribution, the peer the benchmarks measure against.
+  github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 )
 
 want="${1:-all}"

@@ -1,0 +1,73 @@
+// Package transport is the gRPC plumbing every keel process shares: the
+// server every service is registered on, and the client connection the
+// gateway and the services use to reach each other.
+//
+// Both ends agree on one message size limit, MaxMessageSize, which leaves
+// room for the 1 MiB blob chunks streamed between the gateway and the upload
+// service plus framing.
+package transport
+
+import (
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// MaxMessageSize is the largest gRPC message a keel server accepts and a
+// keel client sends or receives: 16 MiB.
+const MaxMessageSize = 16 << 20
+
+// serviceConfig spreads calls over every address the resolver returns, so
+// that a DNS name with one record per replica ("dns:///upload:9002")
+// balances across all replicas instead of pinning the first one.
+const serviceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+
+// NewServer returns a gRPC server with keel's limits and interceptors, the
+// standard health service (reporting SERVING for the whole server) and
+// server reflection. Register the services on it, then call Serve.
+//
+// Every call is logged once to logger when it ends. A handler error that is
+// not a gRPC status (an *ocierr.Error is one) reaches the client as
+// codes.Internal "internal error"; its cause is only logged. A panic in a
+// handler fails that call the same way.
+//
+// The health status stays SERVING for as long as the server runs: it does
+// not tell whether the object store is reachable, and it does not turn to
+// NOT_SERVING while the server drains, so a balancer probing it learns of a
+// stop only when connections are refused.
+func NewServer(logger *slog.Logger) *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.ChainUnaryInterceptor(unaryInterceptor(logger)),
+		grpc.ChainStreamInterceptor(streamInterceptor(logger)),
+	)
+
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	reflection.Register(srv)
+	return srv
+}
+
+// Dial returns a client connection to target, a gRPC target string such as
+// "127.0.0.1:9002" or "dns:///upload:9002". It does not connect until the
+// first call. Calls are balanced round-robin over every address target
+// resolves to.
+//
+// The connection is plaintext: keel does not yet secure traffic between its
+// own processes with TLS, so the network between them must be trusted.
+// gRPC re-resolves a DNS target only when a connection breaks (and at most
+// every 30 seconds), so replicas added by scaling up receive calls only
+// after that.
+func Dial(target string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(MaxMessageSize),
+			grpc.MaxCallSendMsgSize(MaxMessageSize),
+		),
+	)
+}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"net"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +12,8 @@ import (
 
 	authv1 "github.com/keel-registry/keel/gen/keel/auth/v1"
 	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/reference"
+	"github.com/keel-registry/keel/internal/registrytoken"
 )
 
 const (
@@ -65,32 +67,83 @@ func requiredAccess(req *request) []scope {
 }
 
 // authorize fails unless the caller may take every action in want: with
-// UNAUTHORIZED for an anonymous caller, who could log in, and DENIED for one
-// who did.
+// UNAUTHORIZED for an anonymous caller, who could log in, and for a bearer
+// token lacking the scope, whose holder may get a wider one from the token
+// endpoint; with DENIED for a caller who logged in.
 func (g *gateway) authorize(req *request, want ...scope) error {
 	d, err := g.access.decide(req.Context(), req.Request, want)
 	if err != nil {
 		return err
 	}
+	if d.anonymous && req.route == routeBase && g.tokens.challenge {
+		// With the token flow on, /v2/ asks anonymous callers for a token
+		// (an anonymous one will do), as Docker's token servers do: clients
+		// learn the realm there, and "docker login" checks the credentials.
+		return ocierr.New(ocierr.Unauthorized, "authentication required")
+	}
 	if d.allows(want) {
+		if from := mountSource(req); from != "" && d.bearer && !d.mentioned[from] {
+			// A token that never asked about the mount's source: challenge
+			// the client to ask, as Docker's registry does. A token that
+			// asked and was refused mentions the source with no actions,
+			// and the mount falls back to an upload.
+			return &challengeError{
+				err:    ocierr.New(ocierr.Unauthorized, "the token does not cover the mount source"),
+				reason: "insufficient_scope",
+			}
+		}
 		return nil
 	}
 	if d.anonymous {
 		return ocierr.New(ocierr.Unauthorized, "authentication required")
 	}
+	if d.bearer {
+		return &challengeError{
+			err:    ocierr.New(ocierr.Unauthorized, "the token does not grant the access requested"),
+			reason: "insufficient_scope",
+		}
+	}
 	return ocierr.New(ocierr.Denied, "requested access to the resource is denied")
+}
+
+// challengeError is an UNAUTHORIZED answer whose Bearer challenge carries an
+// error parameter (RFC 6750): "invalid_token" or "insufficient_scope".
+type challengeError struct {
+	err    *ocierr.Error
+	reason string
+	// cause is logged, never sent.
+	cause error
+}
+
+func (e *challengeError) Error() string {
+	if e.cause != nil {
+		return e.err.Error() + " (" + e.reason + ": " + e.cause.Error() + ")"
+	}
+	return e.err.Error() + " (" + e.reason + ")"
+}
+
+// Unwrap makes the error its OCI error for the client.
+func (e *challengeError) Unwrap() error { return e.err }
+
+// quoted returns s as an HTTP quoted-string.
+func quoted(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return `"` + r.Replace(s) + `"`
 }
 
 // basicChallenge is the WWW-Authenticate value that asks for basic auth.
 func basicChallenge(realm string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
-	return `Basic realm="` + r.Replace(realm) + `"`
+	return `Basic realm=` + quoted(realm)
 }
 
 // decision is the auth service's answer about one credential and one set of
-// scopes.
+// scopes, or what a verified bearer token grants.
 type decision struct {
 	anonymous bool
+	// bearer marks a decision from a registry token; mentioned holds the
+	// repositories its access claim names, granted actions or not.
+	bearer    bool
+	mentioned map[string]bool
 	granted   map[scope]bool
 	// err is an UNAUTHORIZED answer, cached like a grant so that a bad
 	// password is not re-checked on every request.
@@ -112,21 +165,30 @@ func (d decision) allows(want []scope) bool {
 
 // authorizer asks the auth service about credentials and caches the answers
 // for a short time, keyed by a hash of the Authorization header and the
-// scopes, so that no credential is kept in memory in the clear.
+// scopes, so that no credential is kept in memory in the clear. Bearer
+// tokens it verifies itself, with the auth service's public keys, and
+// caches what they grant, keyed by a hash of the token, until they expire
+// or the TTL passes.
 type authorizer struct {
-	client authv1.AuthServiceClient
-	ttl    time.Duration
-	max    int
+	client  authv1.AuthServiceClient
+	keys    *keySet
+	ttl     time.Duration
+	max     int
+	proxies proxies
 
 	mu      sync.Mutex
 	entries map[[sha256.Size]byte]decision
 }
 
-func newAuthorizer(client authv1.AuthServiceClient, ttl time.Duration, limit int) *authorizer {
+func newAuthorizer(
+	client authv1.AuthServiceClient, keys *keySet, ttl time.Duration, limit int, p proxies,
+) *authorizer {
 	return &authorizer{
 		client:  client,
+		keys:    keys,
 		ttl:     ttl,
 		max:     limit,
+		proxies: p,
 		entries: make(map[[sha256.Size]byte]decision),
 	}
 }
@@ -138,6 +200,9 @@ func (a *authorizer) decide(ctx context.Context, r *http.Request, want []scope) 
 	header := r.Header.Get("Authorization")
 	if len(header) > maxAuthorizationHeader {
 		return decision{}, ocierr.New(ocierr.Unauthorized, "authorization header too large")
+	}
+	if token, ok := bearerToken(header); ok {
+		return a.decideBearer(ctx, header, token)
 	}
 	key := cacheKey(header, want)
 	if d, ok := a.lookup(key); ok {
@@ -151,7 +216,7 @@ func (a *authorizer) decide(ctx context.Context, r *http.Request, want []scope) 
 	resp, err := a.client.Authorize(ctx, &authv1.AuthorizeRequest{
 		Credential:    cred,
 		Access:        accessProto(want),
-		ClientAddress: clientAddress(r),
+		ClientAddress: a.proxies.clientAddress(r),
 	})
 
 	d := decision{anonymous: cred == nil, expires: time.Now().Add(a.ttl)}
@@ -162,6 +227,41 @@ func (a *authorizer) decide(ctx context.Context, r *http.Request, want []scope) 
 		d.err = err
 	default:
 		return decision{}, err
+	}
+	a.store(key, d)
+	return d, d.err
+}
+
+// decideBearer verifies a registry token, or takes what it grants from the
+// cache. A token that does not verify is cached as refused, like a wrong
+// password.
+func (a *authorizer) decideBearer(ctx context.Context, header, token string) (decision, error) {
+	key := cacheKey(header, nil)
+	if d, ok := a.lookup(key); ok {
+		return d, d.err
+	}
+
+	claims, err := a.keys.verify(ctx, token)
+	if ocierr.Is(err, ocierr.Unavailable) {
+		return decision{}, err
+	}
+	d := decision{bearer: true, expires: time.Now().Add(a.ttl)}
+	if err != nil {
+		d.err = &challengeError{
+			err:    ocierr.New(ocierr.Unauthorized, "invalid bearer token"),
+			reason: "invalid_token",
+			cause:  err,
+		}
+		if errors.Is(err, registrytoken.ErrUnknownKey) {
+			// Not cached: the key may be new, and the next try, past the
+			// key set's fetch gap, may know it.
+			return d, d.err
+		}
+	} else {
+		d.granted, d.mentioned = claimedSet(claims.Access)
+		if exp := claims.ExpiresAt.Time; exp.Before(d.expires) {
+			d.expires = exp
+		}
 	}
 	a.store(key, d)
 	return d, d.err
@@ -220,6 +320,15 @@ func cacheKey(header string, want []scope) [sha256.Size]byte {
 	return key
 }
 
+// bearerToken returns the token of a "Bearer" Authorization header.
+func bearerToken(header string) (string, bool) {
+	scheme, value, _ := strings.Cut(header, " ")
+	if !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(value), true
+}
+
 // parseCredential reads an Authorization header: basic auth, a bearer
 // token, or nothing for an anonymous caller.
 func parseCredential(header string) (*authv1.Credential, error) {
@@ -268,12 +377,31 @@ func grantedSet(resp *authv1.AuthorizeResponse) map[scope]bool {
 	return set
 }
 
-// clientAddress is the caller's IP address as the connection shows it.
-// Forwarding headers are not trusted.
-func clientAddress(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// claimedSet flattens a token's access claim, and lists the repositories
+// it names.
+func claimedSet(access []registrytoken.Access) (map[scope]bool, map[string]bool) {
+	set, names := map[scope]bool{}, map[string]bool{}
+	for _, a := range access {
+		if a.Type == "repository" {
+			names[a.Name] = true
+		}
+		for _, action := range a.Actions {
+			set[scope{typ: a.Type, name: a.Name, action: action}] = true
+		}
 	}
-	return host
+	return set, names
+}
+
+// mountSource returns the valid source repository of a cross-repository
+// mount request, or "".
+func mountSource(req *request) string {
+	if req.route != routeUploads || req.Method != http.MethodPost {
+		return ""
+	}
+	q := req.URL.Query()
+	from := q.Get("from")
+	if !q.Has("mount") || from == "" || reference.ValidateName(from) != nil {
+		return ""
+	}
+	return from
 }

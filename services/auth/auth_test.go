@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -57,6 +58,7 @@ func newTestServer(t *testing.T, anonymousPull bool) *Server {
 			{Name: "reader", Password: "r-secret:with-colon", Access: ReadOnly},
 		},
 		AnonymousPull: anonymousPull,
+		Logger:        slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatalf("NewServer() error = %v", err)
@@ -190,7 +192,7 @@ func TestAuthorizeRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := NewServer(Config{Users: users})
+			s, err := NewServer(Config{Users: users, Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatalf("NewServer() error = %v", err)
 			}
@@ -212,7 +214,7 @@ func TestAuthorizeRefuses(t *testing.T) {
 }
 
 func TestDenyByDefault(t *testing.T) {
-	s, err := NewServer(Config{})
+	s, err := NewServer(Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("NewServer() error = %v", err)
 	}

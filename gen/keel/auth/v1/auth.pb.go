@@ -9,6 +9,8 @@ package authv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -347,11 +349,334 @@ func (x *AuthorizeResponse) GetGranted() []*Access {
 	return nil
 }
 
+// IssueTokenRequest asks for a registry token.
+type IssueTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's credential; unset for an anonymous caller.
+	Credential *Credential `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	// The access wanted, from the scope parameters of the token request.
+	Access []*Access `protobuf:"bytes,2,rep,name=access,proto3" json:"access,omitempty"`
+	// The service the token is for; it becomes the token's audience (aud).
+	// Empty means the auth service's configured service.
+	Service string `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	// The caller's network address, for rate limits and logs.
+	ClientAddress string `protobuf:"bytes,4,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueTokenRequest) Reset() {
+	*x = IssueTokenRequest{}
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueTokenRequest) ProtoMessage() {}
+
+func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueTokenRequest.ProtoReflect.Descriptor instead.
+func (*IssueTokenRequest) Descriptor() ([]byte, []int) {
+	return file_keel_auth_v1_auth_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *IssueTokenRequest) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *IssueTokenRequest) GetAccess() []*Access {
+	if x != nil {
+		return x.Access
+	}
+	return nil
+}
+
+func (x *IssueTokenRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *IssueTokenRequest) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+// IssueTokenResponse is a signed registry token.
+type IssueTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token: a JWS in compact serialization, for an Authorization
+	// header "Bearer <token>".
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// How long the token is valid from issued_at.
+	ExpiresIn *durationpb.Duration `protobuf:"bytes,2,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	// When the token was issued.
+	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	// Who the caller is (the token's subject); empty for an anonymous caller.
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The access the token grants, as in its access claim: one entry per
+	// requested resource, with the actions granted, possibly none.
+	Granted       []*Access `protobuf:"bytes,5,rep,name=granted,proto3" json:"granted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueTokenResponse) Reset() {
+	*x = IssueTokenResponse{}
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueTokenResponse) ProtoMessage() {}
+
+func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueTokenResponse.ProtoReflect.Descriptor instead.
+func (*IssueTokenResponse) Descriptor() ([]byte, []int) {
+	return file_keel_auth_v1_auth_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *IssueTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *IssueTokenResponse) GetExpiresIn() *durationpb.Duration {
+	if x != nil {
+		return x.ExpiresIn
+	}
+	return nil
+}
+
+func (x *IssueTokenResponse) GetIssuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return nil
+}
+
+func (x *IssueTokenResponse) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *IssueTokenResponse) GetGranted() []*Access {
+	if x != nil {
+		return x.Granted
+	}
+	return nil
+}
+
+// ListSigningKeysRequest asks for the token verification keys.
+type ListSigningKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSigningKeysRequest) Reset() {
+	*x = ListSigningKeysRequest{}
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSigningKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSigningKeysRequest) ProtoMessage() {}
+
+func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
+	return file_keel_auth_v1_auth_proto_rawDescGZIP(), []int{7}
+}
+
+// SigningKey is the public half of a token signing key.
+type SigningKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key id, as in the kid header of the tokens it signs.
+	Kid string `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	// The JWS algorithm the key signs with: "ES256", "EdDSA" or "RS256".
+	Algorithm string `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	// The public key, DER-encoded SubjectPublicKeyInfo (PKIX).
+	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// After this time no token signed by the key is valid any more.
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SigningKey) Reset() {
+	*x = SigningKey{}
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SigningKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SigningKey) ProtoMessage() {}
+
+func (x *SigningKey) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
+func (*SigningKey) Descriptor() ([]byte, []int) {
+	return file_keel_auth_v1_auth_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SigningKey) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *SigningKey) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *SigningKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *SigningKey) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+// ListSigningKeysResponse is the set of keys a verifier accepts.
+type ListSigningKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The keys, newest first.
+	Keys []*SigningKey `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The issuer (iss) of every token the keys sign.
+	Issuer        string `protobuf:"bytes,2,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSigningKeysResponse) Reset() {
+	*x = ListSigningKeysResponse{}
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSigningKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSigningKeysResponse) ProtoMessage() {}
+
+func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_auth_v1_auth_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
+	return file_keel_auth_v1_auth_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ListSigningKeysResponse) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
 var File_keel_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_keel_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x17keel/auth/v1/auth.proto\x12\fkeel.auth.v1\"I\n" +
+	"\x17keel/auth/v1/auth.proto\x12\fkeel.auth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n" +
 	"\x0fBasicCredential\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\"p\n" +
@@ -372,9 +697,37 @@ const file_keel_auth_v1_auth_proto_rawDesc = "" +
 	"\x0eclient_address\x18\x03 \x01(\tR\rclientAddress\"]\n" +
 	"\x11AuthorizeResponse\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12.\n" +
-	"\agranted\x18\x02 \x03(\v2\x14.keel.auth.v1.AccessR\agranted2[\n" +
+	"\agranted\x18\x02 \x03(\v2\x14.keel.auth.v1.AccessR\agranted\"\xbc\x01\n" +
+	"\x11IssueTokenRequest\x128\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x18.keel.auth.v1.CredentialR\n" +
+	"credential\x12,\n" +
+	"\x06access\x18\x02 \x03(\v2\x14.keel.auth.v1.AccessR\x06access\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12%\n" +
+	"\x0eclient_address\x18\x04 \x01(\tR\rclientAddress\"\xe7\x01\n" +
+	"\x12IssueTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x128\n" +
+	"\n" +
+	"expires_in\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\texpiresIn\x127\n" +
+	"\tissued_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12.\n" +
+	"\agranted\x18\x05 \x03(\v2\x14.keel.auth.v1.AccessR\agranted\"\x18\n" +
+	"\x16ListSigningKeysRequest\"\x94\x01\n" +
+	"\n" +
+	"SigningKey\x12\x10\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x1c\n" +
+	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"_\n" +
+	"\x17ListSigningKeysResponse\x12,\n" +
+	"\x04keys\x18\x01 \x03(\v2\x18.keel.auth.v1.SigningKeyR\x04keys\x12\x16\n" +
+	"\x06issuer\x18\x02 \x01(\tR\x06issuer2\x8c\x02\n" +
 	"\vAuthService\x12L\n" +
-	"\tAuthorize\x12\x1e.keel.auth.v1.AuthorizeRequest\x1a\x1f.keel.auth.v1.AuthorizeResponseB7Z5github.com/keel-registry/keel/gen/keel/auth/v1;authv1b\x06proto3"
+	"\tAuthorize\x12\x1e.keel.auth.v1.AuthorizeRequest\x1a\x1f.keel.auth.v1.AuthorizeResponse\x12O\n" +
+	"\n" +
+	"IssueToken\x12\x1f.keel.auth.v1.IssueTokenRequest\x1a .keel.auth.v1.IssueTokenResponse\x12^\n" +
+	"\x0fListSigningKeys\x12$.keel.auth.v1.ListSigningKeysRequest\x1a%.keel.auth.v1.ListSigningKeysResponseB7Z5github.com/keel-registry/keel/gen/keel/auth/v1;authv1b\x06proto3"
 
 var (
 	file_keel_auth_v1_auth_proto_rawDescOnce sync.Once
@@ -388,26 +741,44 @@ func file_keel_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_keel_auth_v1_auth_proto_rawDescData
 }
 
-var file_keel_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_keel_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_keel_auth_v1_auth_proto_goTypes = []any{
-	(*BasicCredential)(nil),   // 0: keel.auth.v1.BasicCredential
-	(*Credential)(nil),        // 1: keel.auth.v1.Credential
-	(*Access)(nil),            // 2: keel.auth.v1.Access
-	(*AuthorizeRequest)(nil),  // 3: keel.auth.v1.AuthorizeRequest
-	(*AuthorizeResponse)(nil), // 4: keel.auth.v1.AuthorizeResponse
+	(*BasicCredential)(nil),         // 0: keel.auth.v1.BasicCredential
+	(*Credential)(nil),              // 1: keel.auth.v1.Credential
+	(*Access)(nil),                  // 2: keel.auth.v1.Access
+	(*AuthorizeRequest)(nil),        // 3: keel.auth.v1.AuthorizeRequest
+	(*AuthorizeResponse)(nil),       // 4: keel.auth.v1.AuthorizeResponse
+	(*IssueTokenRequest)(nil),       // 5: keel.auth.v1.IssueTokenRequest
+	(*IssueTokenResponse)(nil),      // 6: keel.auth.v1.IssueTokenResponse
+	(*ListSigningKeysRequest)(nil),  // 7: keel.auth.v1.ListSigningKeysRequest
+	(*SigningKey)(nil),              // 8: keel.auth.v1.SigningKey
+	(*ListSigningKeysResponse)(nil), // 9: keel.auth.v1.ListSigningKeysResponse
+	(*durationpb.Duration)(nil),     // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
 }
 var file_keel_auth_v1_auth_proto_depIdxs = []int32{
-	0, // 0: keel.auth.v1.Credential.basic:type_name -> keel.auth.v1.BasicCredential
-	1, // 1: keel.auth.v1.AuthorizeRequest.credential:type_name -> keel.auth.v1.Credential
-	2, // 2: keel.auth.v1.AuthorizeRequest.access:type_name -> keel.auth.v1.Access
-	2, // 3: keel.auth.v1.AuthorizeResponse.granted:type_name -> keel.auth.v1.Access
-	3, // 4: keel.auth.v1.AuthService.Authorize:input_type -> keel.auth.v1.AuthorizeRequest
-	4, // 5: keel.auth.v1.AuthService.Authorize:output_type -> keel.auth.v1.AuthorizeResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: keel.auth.v1.Credential.basic:type_name -> keel.auth.v1.BasicCredential
+	1,  // 1: keel.auth.v1.AuthorizeRequest.credential:type_name -> keel.auth.v1.Credential
+	2,  // 2: keel.auth.v1.AuthorizeRequest.access:type_name -> keel.auth.v1.Access
+	2,  // 3: keel.auth.v1.AuthorizeResponse.granted:type_name -> keel.auth.v1.Access
+	1,  // 4: keel.auth.v1.IssueTokenRequest.credential:type_name -> keel.auth.v1.Credential
+	2,  // 5: keel.auth.v1.IssueTokenRequest.access:type_name -> keel.auth.v1.Access
+	10, // 6: keel.auth.v1.IssueTokenResponse.expires_in:type_name -> google.protobuf.Duration
+	11, // 7: keel.auth.v1.IssueTokenResponse.issued_at:type_name -> google.protobuf.Timestamp
+	2,  // 8: keel.auth.v1.IssueTokenResponse.granted:type_name -> keel.auth.v1.Access
+	11, // 9: keel.auth.v1.SigningKey.not_after:type_name -> google.protobuf.Timestamp
+	8,  // 10: keel.auth.v1.ListSigningKeysResponse.keys:type_name -> keel.auth.v1.SigningKey
+	3,  // 11: keel.auth.v1.AuthService.Authorize:input_type -> keel.auth.v1.AuthorizeRequest
+	5,  // 12: keel.auth.v1.AuthService.IssueToken:input_type -> keel.auth.v1.IssueTokenRequest
+	7,  // 13: keel.auth.v1.AuthService.ListSigningKeys:input_type -> keel.auth.v1.ListSigningKeysRequest
+	4,  // 14: keel.auth.v1.AuthService.Authorize:output_type -> keel.auth.v1.AuthorizeResponse
+	6,  // 15: keel.auth.v1.AuthService.IssueToken:output_type -> keel.auth.v1.IssueTokenResponse
+	9,  // 16: keel.auth.v1.AuthService.ListSigningKeys:output_type -> keel.auth.v1.ListSigningKeysResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_keel_auth_v1_auth_proto_init() }
@@ -425,7 +796,7 @@ func file_keel_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_auth_v1_auth_proto_rawDesc), len(file_keel_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Authorize_FullMethodName = "/keel.auth.v1.AuthService/Authorize"
+	AuthService_Authorize_FullMethodName       = "/keel.auth.v1.AuthService/Authorize"
+	AuthService_IssueToken_FullMethodName      = "/keel.auth.v1.AuthService/IssueToken"
+	AuthService_ListSigningKeys_FullMethodName = "/keel.auth.v1.AuthService/ListSigningKeys"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -33,8 +35,34 @@ type AuthServiceClient interface {
 	// Authorize resolves the caller from its credential and returns the subset
 	// of the requested access it is granted. A credential that does not verify
 	// fails with UNAUTHENTICATED (reason UNAUTHORIZED); a caller that is
-	// recognised but granted nothing gets an empty grant, not an error.
+	// recognised but granted nothing gets an empty grant, not an error. A
+	// client address with too many failed logins fails with
+	// RESOURCE_EXHAUSTED (reason TOOMANYREQUESTS) before its credential is
+	// checked. A bearer token is a registry token from IssueToken; it grants
+	// exactly what its access claim holds.
 	Authorize(ctx context.Context, in *AuthorizeRequest, opts ...grpc.CallOption) (*AuthorizeResponse, error)
+	// IssueToken resolves the caller from its credential, as Authorize does,
+	// and returns a short-lived registry token (a JWT signed with the
+	// service's current signing key) for the service named in the request.
+	// The token's access claim is the intersection of the requested access
+	// and what the caller is allowed, as Docker's token servers do: asking
+	// for more than is allowed is not an error, the token just carries less,
+	// possibly nothing; a resource asked about and refused stays in the claim
+	// with no actions. A credential that does not verify fails with
+	// UNAUTHENTICATED (reason UNAUTHORIZED); a client address with too many
+	// failed logins fails with RESOURCE_EXHAUSTED (reason TOOMANYREQUESTS); a
+	// service the auth service does not issue tokens for fails with
+	// PERMISSION_DENIED (reason DENIED). A registry token is not a credential
+	// here: it cannot be exchanged for another (UNAUTHENTICATED).
+	IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error)
+	// ListSigningKeys returns the public half of every key whose tokens may
+	// still be valid: the key signing now, keys published ahead of their
+	// turn, and retired keys until their tokens have expired. A verifier
+	// accepts a token only when its header names one of these keys (kid) and
+	// the key's algorithm (alg), and its issuer is the one returned here. The
+	// set changes as keys rotate; callers fetch it periodically and when a
+	// token names a key they do not know.
+	ListSigningKeys(ctx context.Context, in *ListSigningKeysRequest, opts ...grpc.CallOption) (*ListSigningKeysResponse, error)
 }
 
 type authServiceClient struct {
@@ -55,6 +83,26 @@ func (c *authServiceClient) Authorize(ctx context.Context, in *AuthorizeRequest,
 	return out, nil
 }
 
+func (c *authServiceClient) IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueTokenResponse)
+	err := c.cc.Invoke(ctx, AuthService_IssueToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ListSigningKeys(ctx context.Context, in *ListSigningKeysRequest, opts ...grpc.CallOption) (*ListSigningKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSigningKeysResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListSigningKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -66,8 +114,34 @@ type AuthServiceServer interface {
 	// Authorize resolves the caller from its credential and returns the subset
 	// of the requested access it is granted. A credential that does not verify
 	// fails with UNAUTHENTICATED (reason UNAUTHORIZED); a caller that is
-	// recognised but granted nothing gets an empty grant, not an error.
+	// recognised but granted nothing gets an empty grant, not an error. A
+	// client address with too many failed logins fails with
+	// RESOURCE_EXHAUSTED (reason TOOMANYREQUESTS) before its credential is
+	// checked. A bearer token is a registry token from IssueToken; it grants
+	// exactly what its access claim holds.
 	Authorize(context.Context, *AuthorizeRequest) (*AuthorizeResponse, error)
+	// IssueToken resolves the caller from its credential, as Authorize does,
+	// and returns a short-lived registry token (a JWT signed with the
+	// service's current signing key) for the service named in the request.
+	// The token's access claim is the intersection of the requested access
+	// and what the caller is allowed, as Docker's token servers do: asking
+	// for more than is allowed is not an error, the token just carries less,
+	// possibly nothing; a resource asked about and refused stays in the claim
+	// with no actions. A credential that does not verify fails with
+	// UNAUTHENTICATED (reason UNAUTHORIZED); a client address with too many
+	// failed logins fails with RESOURCE_EXHAUSTED (reason TOOMANYREQUESTS); a
+	// service the auth service does not issue tokens for fails with
+	// PERMISSION_DENIED (reason DENIED). A registry token is not a credential
+	// here: it cannot be exchanged for another (UNAUTHENTICATED).
+	IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error)
+	// ListSigningKeys returns the public half of every key whose tokens may
+	// still be valid: the key signing now, keys published ahead of their
+	// turn, and retired keys until their tokens have expired. A verifier
+	// accepts a token only when its header names one of these keys (kid) and
+	// the key's algorithm (alg), and its issuer is the one returned here. The
+	// set changes as keys rotate; callers fetch it periodically and when a
+	// token names a key they do not know.
+	ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -80,6 +154,12 @@ type UnimplementedAuthServiceServer struct{}
 
 func (UnimplementedAuthServiceServer) Authorize(context.Context, *AuthorizeRequest) (*AuthorizeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Authorize not implemented")
+}
+func (UnimplementedAuthServiceServer) IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueToken not implemented")
+}
+func (UnimplementedAuthServiceServer) ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSigningKeys not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -120,6 +200,42 @@ func _AuthService_Authorize_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_IssueToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).IssueToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_IssueToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).IssueToken(ctx, req.(*IssueTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ListSigningKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSigningKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListSigningKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListSigningKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListSigningKeys(ctx, req.(*ListSigningKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -130,6 +246,14 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Authorize",
 			Handler:    _AuthService_Authorize_Handler,
+		},
+		{
+			MethodName: "IssueToken",
+			Handler:    _AuthService_IssueToken_Handler,
+		},
+		{
+			MethodName: "ListSigningKeys",
+			Handler:    _AuthService_ListSigningKeys_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

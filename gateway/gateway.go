@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -35,6 +36,9 @@ type Options struct {
 	// must accept messages of MaxManifestSize plus a little framing; the
 	// gateway raises its own receive limit for GetManifest per call.
 	Manifests manifestv1.ManifestServiceClient
+	// Query answers the query API, served as JSON under /api/v1/; nil
+	// leaves that path unrouted.
+	Query manifestv1.QueryServiceClient
 	// Logger gets one line per request; nil means slog.Default().
 	Logger *slog.Logger
 	// AuthCacheTTL is how long an Authorize answer is reused; 0 means
@@ -48,6 +52,25 @@ type Options struct {
 	// MaxManifestSize is the largest manifest accepted; 0 means
 	// DefaultMaxManifestSize.
 	MaxManifestSize int64
+
+	// TokenAuth answers 401s with a Bearer challenge that sends clients to
+	// the token endpoint (/token) for a registry token, Docker's token flow;
+	// false asks for basic auth. Both basic credentials and registry tokens
+	// are accepted either way.
+	TokenAuth bool
+	// TokenRealm is the token endpoint's URL in Bearer challenges; "" means
+	// the request's own scheme and host plus /token.
+	TokenRealm string
+	// TokenService names the registry in Bearer challenges and is the
+	// audience of its tokens; "" means DefaultTokenService.
+	TokenService string
+	// KeyRefresh is how often the auth service's token keys are fetched
+	// again; 0 means DefaultKeyRefresh.
+	KeyRefresh time.Duration
+	// TrustedProxies are the networks of reverse proxies whose
+	// X-Forwarded-For, -Proto and -Host headers are believed; none means
+	// they are ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // gateway is the HTTP handler New returns.
@@ -57,10 +80,13 @@ type gateway struct {
 	log       *slog.Logger
 
 	access          *authorizer
+	tokens          tokenFlow
 	realm           string
 	blobRedirect    bool
 	maxManifestSize int64
 	routes          router
+	// api serves the query API; nil without Options.Query.
+	api *queryAPI
 }
 
 // New returns the registry's HTTP handler.
@@ -77,17 +103,34 @@ func New(opts Options) http.Handler {
 	if opts.MaxManifestSize <= 0 {
 		opts.MaxManifestSize = DefaultMaxManifestSize
 	}
+	if opts.TokenService == "" {
+		opts.TokenService = DefaultTokenService
+	}
+	if opts.KeyRefresh <= 0 {
+		opts.KeyRefresh = DefaultKeyRefresh
+	}
+	trusted := proxies(opts.TrustedProxies)
+	keys := newKeySet(opts.Auth, opts.TokenService, opts.KeyRefresh)
+	access := newAuthorizer(opts.Auth, keys, opts.AuthCacheTTL, maxAuthCacheEntries, trusted)
+	tokens := tokenFlow{
+		challenge: opts.TokenAuth,
+		realm:     opts.TokenRealm,
+		service:   opts.TokenService,
+		proxies:   trusted,
+	}
 
 	g := &gateway{
 		uploads:         opts.Uploads,
 		manifests:       opts.Manifests,
 		log:             opts.Logger,
-		access:          newAuthorizer(opts.Auth, opts.AuthCacheTTL, maxAuthCacheEntries),
+		access:          access,
+		tokens:          tokens,
 		realm:           opts.Realm,
 		blobRedirect:    opts.BlobRedirect,
 		maxManifestSize: opts.MaxManifestSize,
 	}
 	g.routes = g.newRouter()
+	g.api = g.newAPI(opts.Query)
 	return g
 }
 
@@ -96,8 +139,10 @@ func (g *gateway) newRouter() router {
 	rt := router{}
 	rt.handle(routeBase, g.base, http.MethodGet, http.MethodHead)
 	rt.handle(routeCatalog, g.catalog, http.MethodGet)
+	rt.handle(routeToken, g.issueToken, http.MethodGet, http.MethodPost)
 	rt.handle(routeTags, g.listTags, http.MethodGet)
 	rt.handle(routeReferrers, g.listReferrers, http.MethodGet)
+	rt.handle(routeAPI, g.serveAPI, http.MethodGet)
 
 	rt.handle(routeManifest, g.getManifest, http.MethodGet, http.MethodHead)
 	rt.handle(routeManifest, g.putManifest, http.MethodPut)
@@ -148,7 +193,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = h(rec, req)
 	}
 	if err != nil {
-		g.fail(rec, err)
+		g.fail(rec, req, err)
 	}
 
 	g.logRequest(req, rec, body.n, time.Since(start), err)
@@ -158,6 +203,18 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // the request. The request it returns is usable for logging even on error.
 func (g *gateway) prepare(r *http.Request) (*request, handlerFunc, error) {
 	req := &request{Request: r}
+	if r.URL.Path == string(routeToken) {
+		// The token endpoint checks the credentials it is given itself.
+		req.route = routeToken
+		h, err := g.routes.lookup(routeToken, r.Method)
+		return req, h, err
+	}
+	if strings.HasPrefix(r.URL.Path, string(routeAPI)) {
+		// The query API authorizes each call itself (api.go).
+		req.route = routeAPI
+		h, err := g.routes.lookup(routeAPI, r.Method)
+		return req, h, err
+	}
 	m, err := match(r.URL.Path)
 	if err != nil {
 		return req, nil, err
@@ -188,13 +245,13 @@ func (g *gateway) prepare(r *http.Request) (*request, handlerFunc, error) {
 // responses: the client sees only what ocierr lets through, and the cause
 // goes to the request's log line. When the response has already started,
 // nothing more can be said to the client.
-func (g *gateway) fail(w *recorder, err error) {
-	if w.status != 0 {
+func (g *gateway) fail(w *recorder, req *request, err error) {
+	if w.status != 0 || writeTokenError(w, err) {
 		return
 	}
 	e := ocierr.FromError(err)
-	if e.Code == ocierr.Unauthorized {
-		w.Header().Set("WWW-Authenticate", basicChallenge(g.realm))
+	if e.HTTPStatus() == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", g.challenge(req, err))
 	}
 	var me *methodError
 	if errors.As(err, &me) {

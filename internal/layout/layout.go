@@ -33,6 +33,10 @@ type Path interface{ path() }
 //	repositories/<repo>!                 catalog entry: the repository exists
 //	signingkeys/<id>                     a registry-token signing key, private
 //	                                     half included (auth service)
+//	changes/<unix-nanos>-<random>        one change to the registry's content
+//	                                     (manifest service); the time is 20
+//	                                     zero-padded digits, so changes list
+//	                                     in time order
 //
 // Repository names never contain a component starting with '_', so the
 // "_blobs", "_revisions", "_tags" and "_referrers" levels cannot collide with a nested
@@ -80,6 +84,10 @@ func Key(p Path) string {
 		return "signingkeys/" + p.ID
 	case SigningKeys:
 		return "signingkeys/"
+	case Change:
+		return "changes/" + p.ID
+	case Changes:
+		return "changes/"
 	}
 	panic(fmt.Sprintf("layout: unknown path type %T", p))
 }
@@ -153,6 +161,13 @@ type SigningKey struct{ ID string }
 // SigningKeys is the prefix of every signing key.
 type SigningKeys struct{}
 
+// Change is one recorded change. ID is the manifest service's name for it,
+// which sorts in time order and is made of characters safe in a key.
+type Change struct{ ID string }
+
+// Changes is the prefix of every change.
+type Changes struct{}
+
 func (Blob) path()         {}
 func (BlobData) path()     {}
 func (UploadState) path()  {}
@@ -170,3 +185,5 @@ func (Repository) path()   {}
 func (Repositories) path() {}
 func (SigningKey) path()   {}
 func (SigningKeys) path()  {}
+func (Change) path()       {}
+func (Changes) path()      {}

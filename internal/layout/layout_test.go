@@ -32,6 +32,8 @@ func TestKey(t *testing.T) {
 		{Repositories{}, "repositories/"},
 		{SigningKey{"000000020000"}, "signingkeys/000000020000"},
 		{SigningKeys{}, "signingkeys/"},
+		{Change{"01733000000000000000-0a1b2c3d"}, "changes/01733000000000000000-0a1b2c3d"},
+		{Changes{}, "changes/"},
 	}
 	for _, c := range cases {
 		if got := Key(c.p); got != c.want {

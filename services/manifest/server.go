@@ -142,6 +142,7 @@ func (s *Server) PutManifest(
 	if err != nil {
 		return nil, err
 	}
+	s.recordChange(ctx, pushed(repo, dgst, m.mediaType, tags))
 	return &manifestv1.PutManifestResponse{Digest: dgst.String(), Subject: subject,
 		Tags: extra}, nil
 }
@@ -268,14 +269,14 @@ func (s *Server) DeleteManifest(
 	}
 
 	if tag != "" {
-		if err := s.deleteTag(ctx, repo, tag); err != nil {
-			return nil, err
-		}
-		return &manifestv1.DeleteManifestResponse{}, nil
+		err = s.deleteTag(ctx, repo, tag)
+	} else {
+		err = s.deleteRevision(ctx, repo, dgst)
 	}
-	if err := s.deleteRevision(ctx, repo, dgst); err != nil {
+	if err != nil {
 		return nil, err
 	}
+	s.recordChange(ctx, deleted(repo, tag, dgst))
 	return &manifestv1.DeleteManifestResponse{}, nil
 }
 

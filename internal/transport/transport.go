@@ -9,11 +9,13 @@ package transport
 
 import (
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 )
 
@@ -25,6 +27,10 @@ const MaxMessageSize = 16 << 20
 // that a DNS name with one record per replica ("dns:///upload:9002")
 // balances across all replicas instead of pinning the first one.
 const serviceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+
+// MaxConnectionAge is how long a server keeps a client connection before
+// asking the client to reconnect (and so to re-resolve its target).
+const MaxConnectionAge = 30 * time.Second
 
 // NewServer returns a gRPC server with keel's limits and interceptors, the
 // standard health service (reporting SERVING for the whole server) and
@@ -42,6 +48,14 @@ const serviceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
 func NewServer(logger *slog.Logger) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxMessageSize),
+		// Closing each connection after a while makes clients re-resolve
+		// the service's DNS name, so replicas added by scaling up start
+		// receiving calls within about MaxConnectionAge. The long grace
+		// lets a big upload stream finish on its old connection.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge:      MaxConnectionAge,
+			MaxConnectionAgeGrace: time.Hour,
+		}),
 		grpc.ChainUnaryInterceptor(unaryInterceptor(logger)),
 		grpc.ChainStreamInterceptor(streamInterceptor(logger)),
 	)
@@ -58,9 +72,10 @@ func NewServer(logger *slog.Logger) *grpc.Server {
 //
 // The connection is plaintext: keel does not yet secure traffic between its
 // own processes with TLS, so the network between them must be trusted.
-// gRPC re-resolves a DNS target only when a connection breaks (and at most
-// every 30 seconds), so replicas added by scaling up receive calls only
-// after that.
+// gRPC re-resolves a DNS target when a connection closes (at most every 30
+// seconds); servers made by NewServer close each connection after
+// MaxConnectionAge, so replicas added by scaling up receive calls within
+// about a minute.
 func Dial(target string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

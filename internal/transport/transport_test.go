@@ -18,8 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	authv1 "github.com/keel-registry/keel/gen/keel/auth/v1"
@@ -351,18 +349,15 @@ func TestMessagesUpToLimit(t *testing.T) {
 
 func TestDialBalancesRoundRobin(t *testing.T) {
 	stubs := []*authStub{{name: "a"}, {name: "b"}}
-	var addrs []resolver.Address
+	var addrs []string
 	for _, s := range stubs {
 		srv := NewServer(slog.New(slog.DiscardHandler))
 		authv1.RegisterAuthServiceServer(srv, s)
-		addrs = append(addrs, resolver.Address{Addr: serve(t, srv)})
+		addrs = append(addrs, serve(t, srv))
 	}
-	// A resolver that returns both replicas' addresses, as DNS does for a
-	// name with one record per replica.
-	r := manual.NewBuilderWithScheme("keeltest")
-	r.InitialState(resolver.State{Addresses: addrs})
-	resolver.Register(r)
-	client := authv1.NewAuthServiceClient(dial(t, "keeltest:///auth"))
+	// A static target lists both replicas' addresses, as DNS returns one
+	// record per replica.
+	client := authv1.NewAuthServiceClient(dial(t, "static:///"+strings.Join(addrs, ",")))
 
 	ctx := testContext(t)
 	call := func() {

@@ -164,6 +164,9 @@ type stack struct {
 // stackEnv adds KEEL_* variables to processes of a stack.
 type stackEnv struct {
 	auth, gateway []string
+	// uploadReplicas is how many upload processes to run; 0 means one.
+	// Their clients reach them through one static:/// target.
+	uploadReplicas int
 }
 
 // startStack starts an embedded S3 process, then auth, upload, manifest
@@ -199,11 +202,24 @@ func startStack(bin string, extra stackEnv) (*stack, error) {
 		"KEEL_LOG_LEVEL=debug",
 	}
 	useS3 := append([]string{"KEEL_S3_ENDPOINT=http://" + s3Addr}, storage...)
-	steps := []struct {
+	uploadAddrs := []string{uploadAddr}
+	if extra.uploadReplicas > 1 {
+		more, err := freePorts(extra.uploadReplicas - 1)
+		if err != nil {
+			return nil, err
+		}
+		uploadAddrs = append(uploadAddrs, more...)
+	}
+	uploadTarget := uploadAddr
+	if len(uploadAddrs) > 1 {
+		uploadTarget = "static:///" + strings.Join(uploadAddrs, ",")
+	}
+	type step struct {
 		name  string
 		env   []string
 		ready func(p *process) error
-	}{
+	}
+	steps := []step{
 		{"s3", append([]string{"KEEL_S3_ADDR=" + s3Addr,
 			"KEEL_DATA_DIR=" + filepath.Join(work, "s3")}, storage...),
 			func(p *process) error { return waitTCP(p, s3Addr) }},
@@ -211,20 +227,29 @@ func startStack(bin string, extra stackEnv) (*stack, error) {
 			"KEEL_USER=" + s.admin.user + ":" + s.admin.pass,
 			"KEEL_READONLY_USER=" + s.reader.user + ":" + s.reader.pass}, useS3, extra.auth),
 			func(p *process) error { return waitGRPC(p, authAddr) }},
-		{"upload", append([]string{"KEEL_UPLOAD_ADDR=" + uploadAddr,
+	}
+	for i, addr := range uploadAddrs {
+		name := "upload"
+		if i > 0 {
+			name = fmt.Sprintf("upload#%d", i+1)
+		}
+		steps = append(steps, step{name, append([]string{"KEEL_UPLOAD_ADDR=" + addr,
 			"KEEL_PART_SIZE=" + e2ePartSize}, useS3...),
-			func(p *process) error { return waitGRPC(p, uploadAddr) }},
+			func(p *process) error { return waitGRPC(p, addr) }})
+	}
+	steps = append(steps, []step{
 		{"manifest", append([]string{"KEEL_MANIFEST_ADDR=" + manifestAddr,
-			"KEEL_UPLOAD_TARGET=" + uploadAddr}, useS3...),
+			"KEEL_UPLOAD_TARGET=" + uploadTarget}, useS3...),
 			func(p *process) error { return waitGRPC(p, manifestAddr) }},
 		{"gateway", append([]string{"KEEL_HTTP_ADDR=" + httpAddr,
 			"KEEL_AUTH_TARGET=" + authAddr,
-			"KEEL_UPLOAD_TARGET=" + uploadAddr,
+			"KEEL_UPLOAD_TARGET=" + uploadTarget,
 			"KEEL_MANIFEST_TARGET=" + manifestAddr}, extra.gateway...),
 			func(p *process) error { return waitGateway(p, httpAddr) }},
-	}
+	}...)
 	for _, st := range steps {
-		env := append([]string{"KEEL_TARGET=" + st.name}, st.env...)
+		target, _, _ := strings.Cut(st.name, "#")
+		env := append([]string{"KEEL_TARGET=" + target}, st.env...)
 		p, err := startProcess(bin, st.name, work, env)
 		if err != nil {
 			s.stop()

@@ -506,3 +506,63 @@ func TestQueryWatch(t *testing.T) {
 		})
 	}
 }
+
+// TestQueryWatchShutdown stops a stack while watches are open over gRPC
+// and through the gateway: the processes must still stop at once with
+// status 0, and the watches end with UNAVAILABLE, for their clients to
+// reconnect.
+func TestQueryWatchShutdown(t *testing.T) {
+	s, err := startStack(keelBinary(t), stackEnv{})
+	if err != nil {
+		msg := ""
+		if s != nil {
+			msg = s.logs()
+		}
+		t.Fatalf("start a stack: %v\n%s", err, msg)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			s.stop()
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ended := make(chan error, 2)
+	for _, f := range queryFaces(t, s) {
+		opened := make(chan struct{})
+		go func() {
+			ended <- f.client.WatchChanges(ctx, &manifestv1.QueryServiceWatchChangesRequest{},
+				func(*manifestv1.QueryServiceWatchChangesResponse) error {
+					select {
+					case <-opened:
+					default:
+						close(opened)
+					}
+					return nil
+				})
+		}()
+		select {
+		case <-opened:
+		case <-time.After(time.Minute):
+			t.Fatalf("the %s watch did not open", f.name)
+		}
+	}
+
+	start := time.Now()
+	err = s.stop()
+	stopped = true
+	if err != nil {
+		t.Fatalf("stop the stack with watches open: %v\n%s", err, s.logs())
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("the stack took %v to stop with watches open, want well under the "+
+			"10s stop timeout", d)
+	}
+	for range 2 {
+		if err := <-ended; status.Code(err) != codes.Unavailable {
+			t.Errorf("watch ended with %v, want UNAVAILABLE", err)
+		}
+	}
+}

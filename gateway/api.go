@@ -157,6 +157,13 @@ func (g *gateway) serveAPI(w http.ResponseWriter, req *request) error {
 // writeAPIError answers an API request with err in grpc-gateway's error
 // shape, a google.rpc.Status as JSON, with the HTTP status of its gRPC
 // code. Like the OCI routes, it asks an anonymous caller to authenticate.
+//
+// Shortcoming: with the token flow on, the Bearer challenge's scope comes
+// from the gateway's OCI routes, which know pull on a repository but not
+// the catalog scope the API's repository list and unfiltered watch need;
+// a client that asks the token endpoint for exactly the challenged scope
+// gets a token without it and a second 401, and must know to ask for
+// registry:catalog:* itself.
 func (g *gateway) writeAPIError(
 	ctx context.Context, _ *runtime.ServeMux, marshaler runtime.Marshaler,
 	w http.ResponseWriter, _ *http.Request, err error,

@@ -88,7 +88,8 @@ func (g *gateway) authorize(req *request, want ...scope) error {
 			// asked and was refused mentions the source with no actions,
 			// and the mount falls back to an upload.
 			return &challengeError{
-				err:    ocierr.New(ocierr.Unauthorized, "the token does not cover the mount source"),
+				err: ocierr.New(ocierr.Unauthorized,
+					"the token does not cover the mount source"),
 				reason: "insufficient_scope",
 			}
 		}
@@ -99,7 +100,8 @@ func (g *gateway) authorize(req *request, want ...scope) error {
 	}
 	if d.bearer {
 		return &challengeError{
-			err:    ocierr.New(ocierr.Unauthorized, "the token does not grant the access requested"),
+			err: ocierr.New(ocierr.Unauthorized,
+				"the token does not grant the access requested"),
 			reason: "insufficient_scope",
 		}
 	}

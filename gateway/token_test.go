@@ -79,11 +79,11 @@ type tokenHarness struct {
 const tokenPolicy = `
 rules:
   - subjects: [anonymous]
-    repositories: ["public/*"]
+    repositories: ["public/**"]
     actions: [pull]
 `
 
-func newAuthServer(t *testing.T, key crypto.Signer) *auth.Server {
+func newAuthServer(t testing.TB, key crypto.Signer) *auth.Server {
 	t.Helper()
 	keys, err := auth.StaticKeyring(key)
 	if err != nil {
@@ -108,7 +108,7 @@ func newAuthServer(t *testing.T, key crypto.Signer) *auth.Server {
 	return s
 }
 
-func newKey(t *testing.T) crypto.Signer {
+func newKey(t testing.TB) crypto.Signer {
 	t.Helper()
 	key, err := jwtkey.Generate(jwtkey.ES256)
 	if err != nil {
@@ -117,12 +117,12 @@ func newKey(t *testing.T) crypto.Signer {
 	return key
 }
 
-func newTokenHarness(t *testing.T, options func(*gateway.Options)) *tokenHarness {
+func newTokenHarness(t testing.TB, options func(*gateway.Options)) *tokenHarness {
 	t.Helper()
 	key := newKey(t)
 	kid, _ := jwtkey.KeyID(key.Public())
 	th := &tokenHarness{
-		harness: &harness{t: t, uploads: newFakeUploads(), manifests: newFakeManifests(),
+		harness: &harness{uploads: newFakeUploads(), manifests: newFakeManifests(),
 			logs: &syncBuffer{}},
 		auth: &swappableAuth{},
 		key:  key,

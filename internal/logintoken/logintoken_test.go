@@ -227,7 +227,8 @@ func TestCommandKeygenThenIssue(t *testing.T) {
 	keyFile := filepath.Join(dir, "login.key")
 	var out, errOut bytes.Buffer
 
-	if err := Main([]string{"keygen", "-alg", "EdDSA", "-out", keyFile}, &out, &errOut); err != nil {
+	err := Main([]string{"keygen", "-alg", "EdDSA", "-out", keyFile}, &out, &errOut)
+	if err != nil {
 		t.Fatalf("keel token keygen = %v\n%s", err, errOut.String())
 	}
 	if strings.Contains(out.String(), "private-key:") {

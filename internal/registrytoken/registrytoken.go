@@ -113,9 +113,6 @@ func NewVerifier(keys []Key, issuer, audience string, now func() time.Time) *Ver
 	return v
 }
 
-// Len returns the number of keys.
-func (v *Verifier) Len() int { return len(v.keys) }
-
 // Verify checks a token's signature and claims and returns its claims. A
 // token naming a key the verifier lacks fails with an error matching
 // ErrUnknownKey. The error never holds the token.

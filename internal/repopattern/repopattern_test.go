@@ -8,7 +8,8 @@ func TestMatch(t *testing.T) {
 		match   []string
 		miss    []string
 	}{
-		{"team/app", []string{"team/app"}, []string{"team/app2", "team", "team/app/x", "x/team/app"}},
+		{"team/app", []string{"team/app"},
+			[]string{"team/app2", "team", "team/app/x", "x/team/app"}},
 		{"team/*", []string{"team/app", "team/a.b"}, []string{"team", "team/a/b", "other/app"}},
 		{"team/**", []string{"team", "team/app", "team/a/b/c"}, []string{"teams/app", "x/team"}},
 		{"**", []string{"a", "a/b", "library/alpine"}, nil},

@@ -89,10 +89,11 @@ func TestConfigFromEnvRefusesAuthMistakes(t *testing.T) {
 		},
 		"public key as the signing key": {env: map[string]string{
 			"KEEL_TOKEN_SIGNING_KEY": loginPub}, secret: loginPub},
-		"token ttl too short":  {env: map[string]string{"KEEL_TOKEN_TTL": "10s"}},
-		"token ttl too long":   {env: map[string]string{"KEEL_TOKEN_TTL": "24h"}},
-		"rotation too short":   {env: map[string]string{"KEEL_TOKEN_KEY_ROTATION": "1m"}},
-		"rotation under 2 ttl": {env: map[string]string{"KEEL_TOKEN_TTL": "1h", "KEEL_TOKEN_KEY_ROTATION": "90m"}},
+		"token ttl too short": {env: map[string]string{"KEEL_TOKEN_TTL": "10s"}},
+		"token ttl too long":  {env: map[string]string{"KEEL_TOKEN_TTL": "24h"}},
+		"rotation too short":  {env: map[string]string{"KEEL_TOKEN_KEY_ROTATION": "1m"}},
+		"rotation under 2 ttl": {env: map[string]string{"KEEL_TOKEN_TTL": "1h",
+			"KEEL_TOKEN_KEY_ROTATION": "90m"}},
 		"failure limit negative": {env: map[string]string{
 			"KEEL_AUTH_FAILURE_LIMIT": "-1"}},
 		"realm not a URL":     {env: map[string]string{"KEEL_TOKEN_REALM": "registry/token"}},

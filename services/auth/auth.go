@@ -59,18 +59,18 @@ const (
 	nameCatalog    = "catalog"
 )
 
-// rules returns the built-in policy rules of a user with access a.
-func (a Access) rules(name string) []rule {
-	subjects := map[string]bool{name: true}
+// rule returns the built-in policy rule of user name with access a: every
+// action, or pull and the catalog, on every repository.
+func (a Access) rule(name string) rule {
 	grant := canPull | canCatalog
 	if a == ReadWrite {
 		grant = canAll
 	}
-	return []rule{{
-		subjects: subjects,
+	return rule{
+		subjects: map[string]bool{name: true},
 		patterns: []repopattern.Pattern{repopattern.MustCompile("**")},
 		actions:  grant,
-	}}
+	}
 }
 
 // User is a configured account.
@@ -229,7 +229,7 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("auth: user %q is configured twice", u.Name)
 		}
 		s.accounts[u.Name] = account{passwordHash: sha256.Sum256([]byte(u.Password))}
-		s.policy.add(u.Access.rules(u.Name)...)
+		s.policy.add(u.Access.rule(u.Name))
 	}
 	if cfg.AnonymousPull {
 		s.policy.add(rule{
@@ -412,6 +412,9 @@ func (s *Server) checkPassword(name, password string) error {
 
 // checkLogin verifies a JWT login. The user name must be the token's
 // subject, so that logs and the policy name the same caller.
+//
+// There is no list of revoked login tokens: one stays valid until its exp
+// unless the operator key changes or its subject loses its policy rules.
 func (s *Server) checkLogin(name, token string) (principal, error) {
 	login, err := s.logins.Verify(token)
 	if err != nil {

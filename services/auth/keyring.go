@@ -69,6 +69,11 @@ func (k ringKey) signsAt(now time.Time) bool {
 }
 
 // storedKey is a key as the object store keeps it.
+//
+// The private key is stored unencrypted: anyone who can read the bucket can
+// sign registry tokens that every gateway accepts. Sealing it with a key
+// from the environment is not done yet; until then the bucket's credentials
+// are as sensitive as the signing key.
 type storedKey struct {
 	Algorithm  string    `json:"algorithm"`
 	PrivateKey string    `json:"private_key"`
@@ -192,6 +197,10 @@ func (k *Keyring) Refresh(ctx context.Context, now time.Time) error {
 		rk, ok := known[id]
 		if !ok {
 			rk, err = k.load(ctx, id)
+			if errors.Is(err, objstore.ErrNotFound) {
+				// Another replica deleted it since the listing: it expired.
+				continue
+			}
 			if err != nil {
 				errs = append(errs, err)
 				continue

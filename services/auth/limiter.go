@@ -15,6 +15,11 @@ const maxLimiterEntries = 100_000
 // failureLimiter is a token bucket per client address: each failed login
 // takes a token, tokens come back at limit per minute up to limit, and an
 // address without tokens is refused before its credential is checked.
+//
+// The buckets live in one auth replica's memory. With several replicas
+// behind round-robin gateways an address gets the limit once per replica,
+// and a restart forgets every count; sharing the counts (in the object
+// store or elsewhere) is not done.
 type failureLimiter struct {
 	limit float64
 	// refill is the tokens regained per second.

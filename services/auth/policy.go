@@ -76,6 +76,10 @@ type Policy struct {
 const maxPolicySize = 1 << 20
 
 // LoadPolicy reads a policy file (KEEL_AUTH_POLICY), YAML or JSON.
+//
+// The auth service reads it once, at start: a changed policy takes a
+// restart of every auth replica, and until then (plus the gateways' cache
+// TTL) the old rules apply. Reloading it on change is not done.
 func LoadPolicy(path string) (Policy, error) {
 	f, err := os.Open(path)
 	if err != nil {

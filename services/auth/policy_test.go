@@ -61,20 +61,22 @@ func TestParsePolicyYAMLAndJSON(t *testing.T) {
 
 func TestParsePolicyRefuses(t *testing.T) {
 	tests := map[string]string{
-		"unknown field":      `rules: [{subjects: [a], repositories: ["**"], actions: [pull], admin: true}]`,
-		"unknown action":     `rules: [{subjects: [a], repositories: ["**"], actions: [pull, admin]}]`,
-		"no subjects":        `rules: [{repositories: ["**"], actions: [pull]}]`,
-		"empty subject":      `rules: [{subjects: [""], repositories: ["**"], actions: [pull]}]`,
-		"no actions":         `rules: [{subjects: [a], repositories: ["**"]}]`,
-		"no repositories":    `rules: [{subjects: [a], actions: [push]}]`,
-		"pattern with ..":    `rules: [{subjects: [a], repositories: ["team/../x"], actions: [pull]}]`,
-		"upper-case pattern": `rules: [{subjects: [a], repositories: ["Team/*"], actions: [pull]}]`,
-		"anonymous push":     `rules: [{subjects: [anonymous], repositories: ["**"], actions: [pull, push]}]`,
-		"anonymous catalog":  `rules: [{subjects: [anonymous], actions: [catalog]}]`,
-		"not a policy":       `[1, 2, 3]`,
+		"unknown field":      `{subjects: [a], repositories: ["**"], actions: [pull], admin: 1}`,
+		"unknown action":     `{subjects: [a], repositories: ["**"], actions: [pull, admin]}`,
+		"no subjects":        `{repositories: ["**"], actions: [pull]}`,
+		"empty subject":      `{subjects: [""], repositories: ["**"], actions: [pull]}`,
+		"no actions":         `{subjects: [a], repositories: ["**"]}`,
+		"no repositories":    `{subjects: [a], actions: [push]}`,
+		"pattern with ..":    `{subjects: [a], repositories: ["team/../x"], actions: [pull]}`,
+		"upper-case pattern": `{subjects: [a], repositories: ["Team/*"], actions: [pull]}`,
+		"anonymous push":     `{subjects: [anonymous], repositories: ["**"], actions: [pull, push]}`,
+		"anonymous catalog":  `{subjects: [anonymous], actions: [catalog]}`,
 	}
-	for name, doc := range tests {
-		if _, err := ParsePolicy([]byte(doc)); err == nil {
+	if _, err := ParsePolicy([]byte(`[1, 2, 3]`)); err == nil {
+		t.Errorf("ParsePolicy(a list) error = nil, want an error")
+	}
+	for name, r := range tests {
+		if _, err := ParsePolicy([]byte("rules: [" + r + "]")); err == nil {
 			t.Errorf("ParsePolicy(%s) error = nil, want an error", name)
 		}
 	}

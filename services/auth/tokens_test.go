@@ -421,3 +421,27 @@ func TestOpenKeyringRefusesShortRotation(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyringLosingTheCreateRaceLoadsTheWinner creates a period's key that
+// another replica created first: the conditional write fails and the
+// winner's key is the one used.
+func TestKeyringLosingTheCreateRaceLoadsTheWinner(t *testing.T) {
+	ctx := testContext(t)
+	st := openTestStore(t)
+	t0 := time.Date(2026, 6, 1, 12, 0, 30, 0, time.UTC)
+	winner := openKeyring(t, ctx, st, t0)
+	want, err := winner.signingKey(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loser := &Keyring{store: st, alg: jwtkey.ES256, rotation: time.Hour, retain: time.Hour}
+
+	got, err := loser.create(ctx, "20260601T120000Z", t0.Truncate(time.Hour))
+
+	if err != nil {
+		t.Fatalf("create(an existing period) error = %v", err)
+	}
+	if got.ID != want.ID {
+		t.Errorf("create(an existing period) = key %s, want the winner's %s", got.ID, want.ID)
+	}
+}

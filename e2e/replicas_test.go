@@ -143,19 +143,27 @@ func writeCalls(replicas []*process) []int {
 }
 
 // servedBy names the one replica whose WriteUpload count grew since before.
+// A call's log line may reach the pipe just after its answer, so it waits
+// a little for the line.
 func servedBy(t *testing.T, replicas []*process, before []int) string {
 	t.Helper()
-	after := writeCalls(replicas)
-	var who []string
-	for i, p := range replicas {
-		if after[i] > before[i] {
-			who = append(who, p.name)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after := writeCalls(replicas)
+		var who []string
+		for i, p := range replicas {
+			if after[i] > before[i] {
+				who = append(who, p.name)
+			}
 		}
+		if len(who) == 1 {
+			return who[0]
+		}
+		if len(who) > 1 || time.Now().After(deadline) {
+			t.Fatalf("WriteUpload served by %v, want exactly one replica", who)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if len(who) != 1 {
-		t.Fatalf("WriteUpload served by %v, want exactly one replica", who)
-	}
-	return who[0]
 }
 
 // warmUp sends cheap calls until both replicas have served one, so that

@@ -10,13 +10,23 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	authv1 "github.com/keel-registry/keel/gen/keel/auth/v1"
 	manifestv1 "github.com/keel-registry/keel/gen/keel/manifest/v1"
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
 	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/telemetry"
 )
 
 // Defaults for the zero values of Options.
@@ -39,8 +49,18 @@ type Options struct {
 	// Query answers the query API, served as JSON under /api/v1/; nil
 	// leaves that path unrouted.
 	Query manifestv1.QueryServiceClient
-	// Logger gets one line per request; nil means slog.Default().
+	// Logger gets one line per request, logged with the request's context
+	// (which holds its span); nil means slog.Default().
 	Logger *slog.Logger
+	// TracerProvider makes a server span for every request, named after the
+	// method and route template ("PATCH /v2/{name}/blobs/uploads/{uuid}"),
+	// that continues a trace the client sent (W3C traceparent). The gRPC
+	// calls a request makes are its children when the clients above trace
+	// too. nil means no spans.
+	TracerProvider trace.TracerProvider
+	// Metrics is where the gateway registers its Prometheus metrics
+	// (keel_http_*, keel_upload_*); nil means none.
+	Metrics prometheus.Registerer
 	// AuthCacheTTL is how long an Authorize answer is reused; 0 means
 	// DefaultAuthCacheTTL.
 	AuthCacheTTL time.Duration
@@ -78,6 +98,12 @@ type gateway struct {
 	uploads   uploadv1.UploadServiceClient
 	manifests manifestv1.ManifestServiceClient
 	log       *slog.Logger
+	// tracer is nil without Options.TracerProvider.
+	tracer trace.Tracer
+	// propagator reads the trace context clients send.
+	propagator propagation.TextMapPropagator
+	// metrics is nil without Options.Metrics.
+	metrics *metrics
 
 	access          *authorizer
 	tokens          tokenFlow
@@ -123,6 +149,9 @@ func New(opts Options) http.Handler {
 		uploads:         opts.Uploads,
 		manifests:       opts.Manifests,
 		log:             opts.Logger,
+		tracer:          newTracer(opts.TracerProvider),
+		propagator:      telemetry.Propagator(),
+		metrics:         newMetrics(opts.Metrics),
 		access:          access,
 		tokens:          tokens,
 		realm:           opts.Realm,
@@ -177,9 +206,12 @@ type request struct {
 	cleanupErr error
 }
 
-// ServeHTTP routes, authorizes and answers one request, then logs it.
+// ServeHTTP routes, authorizes and answers one request inside its span,
+// then counts and logs it.
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	r, span := g.startSpan(r)
+	defer span.End()
 	rec := &recorder{ResponseWriter: w}
 	if r.Body == nil {
 		r.Body = http.NoBody
@@ -189,14 +221,106 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 
 	req, h, err := g.prepare(r)
+	nameSpan(span, req)
 	if err == nil {
-		err = h(rec, req)
+		err = g.handle(h, rec, req)
 	}
 	if err != nil {
 		g.fail(rec, req, err)
 	}
 
-	g.logRequest(req, rec, body.n, time.Since(start), err)
+	elapsed := time.Since(start)
+	endSpan(span, rec, body.n)
+	g.metrics.observe(req, rec.statusCode(), body.n, rec.n, elapsed)
+	g.logRequest(req, rec, body.n, elapsed, err)
+}
+
+// handle runs the request's handler, counting it while it streams an
+// upload.
+func (g *gateway) handle(h handlerFunc, w *recorder, req *request) error {
+	done := g.metrics.streaming(req)
+	defer done()
+	return h(w, req)
+}
+
+// newTracer returns the gateway's tracer from tp, or nil for a nil tp.
+func newTracer(tp trace.TracerProvider) trace.Tracer {
+	if tp == nil {
+		return nil
+	}
+	return tp.Tracer(telemetry.ScopeName)
+}
+
+// startSpan starts the request's server span, continuing the client's trace
+// if it sent one, and returns the request with the span in its context.
+//
+// Any client's traceparent is believed: with the default parent-based
+// sampler a client can have its requests sampled (or not) and choose their
+// trace ids. A sampler that ignores the parent (OTEL_TRACES_SAMPLER=
+// traceidratio) takes that choice away from clients.
+// The span is named after the method until the route is known. Without a
+// tracer it is a no-op span that costs nothing.
+func (g *gateway) startSpan(r *http.Request) (*http.Request, trace.Span) {
+	if g.tracer == nil {
+		return r, noop.Span{}
+	}
+
+	ctx := g.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	method := methodLabel(r.Method)
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(method),
+		semconv.URLPath(truncate(r.URL.Path, maxLoggedLength)),
+	}
+	if method != r.Method {
+		attrs = append(attrs, semconv.HTTPRequestMethodOriginal(
+			truncate(r.Method, maxLoggedLength)))
+	}
+	if ua := r.UserAgent(); ua != "" {
+		attrs = append(attrs, semconv.UserAgentOriginal(truncate(ua, maxLoggedLength)))
+	}
+	ctx, span := g.tracer.Start(ctx, spanName(method, ""),
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	return r.WithContext(ctx), span
+}
+
+// nameSpan names the span after the request's route template, once
+// prepare has found it.
+func nameSpan(span trace.Span, req *request) {
+	if req.route == "" || !span.IsRecording() {
+		return
+	}
+	span.SetName(spanName(methodLabel(req.Method), req.route))
+	span.SetAttributes(semconv.HTTPRoute(string(req.route)))
+}
+
+// spanName is OpenTelemetry's HTTP server span name: "{method} {route}",
+// or the method alone when the path matched no route.
+func spanName(method string, ro route) string {
+	if method == "_OTHER" {
+		method = "HTTP"
+	}
+	if ro == "" {
+		return method
+	}
+	return method + " " + string(ro)
+}
+
+// endSpan records the answer on the span. A 5xx is the server's fault and
+// marks the span as failed; a 4xx is the client's and does not.
+func endSpan(span trace.Span, w *recorder, in int64) {
+	if !span.IsRecording() {
+		return
+	}
+	status := w.statusCode()
+	span.SetAttributes(
+		semconv.HTTPResponseStatusCode(status),
+		semconv.HTTPRequestBodySize(int(in)),
+		semconv.HTTPResponseBodySize(int(w.n)),
+	)
+	if status >= 500 {
+		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
+		span.SetStatus(otelcodes.Error, http.StatusText(status))
+	}
 }
 
 // prepare resolves the route, checks the names in the path and authorizes

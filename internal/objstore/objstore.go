@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
 )
 
 // Config describes how to reach one bucket of an S3-compatible store.
@@ -50,6 +51,10 @@ type Config struct {
 	// HTTPClient sends the requests. nil means a tuned default client with
 	// connection reuse (see DefaultHTTPClient).
 	HTTPClient *http.Client
+	// APIOptions are added to the SDK's middleware stack of every
+	// operation, in order: the hook for tracing and metrics. nil means
+	// none.
+	APIOptions []func(*middleware.Stack) error
 }
 
 // ErrNotFound reports that the key, upload or bucket does not exist.
@@ -179,6 +184,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Endpoint != "" {
 		opts.BaseEndpoint = aws.String(strings.TrimRight(cfg.Endpoint, "/"))
 	}
+	opts.APIOptions = append(opts.APIOptions, cfg.APIOptions...)
 	client := s3.New(opts)
 	return &Store{
 		client:  client,

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/keel-registry/keel/internal/jwtkey"
 	"github.com/keel-registry/keel/services/auth"
 )
@@ -173,6 +175,23 @@ type Config struct {
 	// DefaultStopTimeout.
 	StopTimeout time.Duration
 
+	// MetricsAddr is where the process serves its Prometheus metrics, at
+	// MetricsPath: one endpoint for everything the process runs. "" means
+	// no metrics (and no listener).
+	MetricsAddr string
+	// PprofAddr is where the process serves Go's profiling endpoints, at
+	// /debug/pprof/. "" means none (and no listener).
+	PprofAddr string
+	// HealthInterval is how often the upload and manifest services check
+	// that their bucket answers; their gRPC health service reports
+	// NOT_SERVING while it does not. 0 means DefaultHealthInterval.
+	HealthInterval time.Duration
+	// TracerProvider makes the process's spans. nil means the tracing the
+	// standard OTEL_* environment variables ask for, which is off when they
+	// name no exporter or endpoint (see telemetry.NewTracing). Run does not
+	// shut a provider given here down.
+	TracerProvider trace.TracerProvider
+
 	// LogLevel is the least level logged; the zero value is slog.LevelInfo.
 	// Run does not read it: the caller builds the logger (see NewLogger).
 	LogLevel slog.Level
@@ -239,6 +258,9 @@ func (c Config) withDefaults() Config {
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
 	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = DefaultHealthInterval
+	}
 	return c
 }
 
@@ -277,7 +299,8 @@ func (c Config) validate() error {
 	if c.PartSize < 0 {
 		return fmt.Errorf("part size %d is negative", c.PartSize)
 	}
-	if c.UploadMaxAge < 0 || c.AuthCacheTTL < 0 || c.StopTimeout < 0 {
+	if c.UploadMaxAge < 0 || c.AuthCacheTTL < 0 || c.StopTimeout < 0 ||
+		c.HealthInterval < 0 {
 		return errors.New("durations must not be negative")
 	}
 	if err := c.validateAuth(); err != nil {
@@ -334,6 +357,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.BlobRedirect = r.bool("KEEL_BLOB_REDIRECT")
 	c.AuthCacheTTL = r.duration("KEEL_AUTH_CACHE_TTL")
 	c.StopTimeout = r.duration("KEEL_STOP_TIMEOUT")
+	c.MetricsAddr = getenv("KEEL_METRICS_ADDR")
+	c.PprofAddr = getenv("KEEL_PPROF_ADDR")
+	c.HealthInterval = r.duration("KEEL_HEALTH_INTERVAL")
 
 	c.LogLevel = r.level("KEEL_LOG_LEVEL")
 	c.LogFormat = strings.ToLower(getenv("KEEL_LOG_FORMAT"))

@@ -22,6 +22,7 @@ import (
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
 	"github.com/keel-registry/keel/internal/objstore"
 	"github.com/keel-registry/keel/internal/s3embed"
+	"github.com/keel-registry/keel/internal/telemetry"
 	"github.com/keel-registry/keel/internal/transport"
 	"github.com/keel-registry/keel/services/auth"
 	"github.com/keel-registry/keel/services/manifest"
@@ -42,7 +43,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("stack: %w", err)
 	}
 
-	p := &process{cfg: cfg, log: logger, failed: make(chan error, len(targets))}
+	// Every line logged with a request's context names its trace.
+	logger = slog.New(telemetry.NewLogHandler(logger.Handler()))
+	// One slot per server that may fail: a target's, the metrics listener
+	// and the pprof listener.
+	p := &process{cfg: cfg, log: logger, failed: make(chan error, len(targets)+2)}
 	defer func() {
 		if stopErr := p.stop(); err == nil {
 			err = stopErr
@@ -77,6 +82,10 @@ type process struct {
 
 	// storage is how this process's services reach the object store.
 	storage objstore.Config
+	// tracing makes the process's spans (a no-op provider when off).
+	tracing *telemetry.Tracing
+	// metrics is the process's registry; nil without a MetricsAddr.
+	metrics *telemetry.Metrics
 	// Listen addresses of the services this process runs, as bound.
 	authAddr, uploadAddr, manifestAddr string
 }
@@ -105,6 +114,9 @@ func (p *process) targetNames() []string {
 
 // start starts every concern the configuration names, in dependency order.
 func (p *process) start(ctx context.Context) error {
+	if err := p.startTelemetry(ctx); err != nil {
+		return err
+	}
 	p.storage = objstore.Config{
 		Endpoint:        p.cfg.S3Endpoint,
 		Region:          p.cfg.S3Region,
@@ -211,9 +223,11 @@ func (p *process) startAuth(ctx context.Context) error {
 			"KEEL_AUTH_POLICY or KEEL_ANONYMOUS_PULL=true.")
 	}
 
-	srv := transport.NewServer(p.log.With("service", "auth"))
+	// The auth service answers from the keys it holds, so an unreachable
+	// store does not make it unhealthy.
+	srv, health := p.newServer("auth")
 	authv1.RegisterAuthServiceServer(srv, svc)
-	addr, err := p.serveGRPC("auth", srv, p.cfg.AuthAddr)
+	addr, err := p.serveGRPC("auth", srv, health, p.cfg.AuthAddr)
 	p.authAddr = addr
 	return err
 }
@@ -229,13 +243,14 @@ func (p *process) startUpload(ctx context.Context) error {
 		SessionMaxAge: p.cfg.UploadMaxAge,
 	})
 
-	srv := transport.NewServer(p.log.With("service", "upload"))
+	srv, health := p.newServer("upload")
 	uploadv1.RegisterUploadServiceServer(srv, svc)
-	addr, err := p.serveGRPC("upload", srv, p.cfg.UploadAddr)
+	addr, err := p.serveGRPC("upload", srv, health, p.cfg.UploadAddr)
 	p.uploadAddr = addr
 	if err != nil {
 		return err
 	}
+	p.watchStore("upload", store, health)
 
 	p.startJanitor(svc)
 	return nil
@@ -257,14 +272,15 @@ func (p *process) startManifest(ctx context.Context) error {
 
 	query := manifest.NewQueryServer(svc, manifest.QueryOptions{})
 
-	srv := transport.NewServer(p.log.With("service", "manifest"))
+	srv, health := p.newServer("manifest")
 	manifestv1.RegisterManifestServiceServer(srv, svc)
 	manifestv1.RegisterQueryServiceServer(srv, query)
-	addr, err := p.serveGRPC("manifest", srv, p.cfg.ManifestAddr)
+	addr, err := p.serveGRPC("manifest", srv, health, p.cfg.ManifestAddr)
 	p.manifestAddr = addr
 	if err != nil {
 		return err
 	}
+	p.watchStore("manifest", store, health)
 
 	p.startChangeLog(query)
 	return nil
@@ -298,6 +314,9 @@ func (p *process) startGateway() error {
 		TokenRealm:     p.cfg.TokenRealm,
 		TokenService:   p.cfg.TokenService,
 		TrustedProxies: p.cfg.TrustedProxies,
+
+		TracerProvider: p.tracer(),
+		Metrics:        p.metrics.Registerer(),
 	})
 
 	ln, err := net.Listen("tcp", p.cfg.HTTPAddr)
@@ -336,6 +355,7 @@ func (p *process) startGateway() error {
 func (p *process) openStore(ctx context.Context, service string) (*objstore.Store, error) {
 	cfg := p.storage
 	cfg.HTTPClient = objstore.DefaultHTTPClient()
+	p.observeStore(service, &cfg)
 	store, err := objstore.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s service: %w", service, err)
@@ -364,7 +384,7 @@ func (p *process) dial(name, target, local string) (*grpc.ClientConn, error) {
 	if target == "" {
 		target = local
 	}
-	conn, err := transport.Dial(target)
+	conn, err := transport.Dial(target, transport.WithTracing(p.tracer()))
 	if err != nil {
 		return nil, fmt.Errorf("%s: dial %q: %w", name, target, err)
 	}
@@ -372,18 +392,30 @@ func (p *process) dial(name, target, local string) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// serveGRPC serves srv on addr and returns the address bound.
-func (p *process) serveGRPC(name string, srv *grpc.Server, addr string) (string, error) {
+// serveGRPC serves srv, whose health service reports health, on addr and
+// returns the address bound. On stop the health turns NOT_SERVING before
+// the server drains, so that balancers and probes drop it first.
+//
+// There is no pause between the two: clients made by transport.Dial and
+// other watchers learn at once, but a probe that polls (Kubernetes) sees
+// NOT_SERVING only if it polls while the server drains, so it may first
+// learn of the stop when connections are refused.
+func (p *process) serveGRPC(
+	name string, srv *grpc.Server, health *transport.Health, addr string,
+) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("%s service: listen on %s: %w", name, addr, err)
 	}
+	// Every service is registered by now: give each a health status.
+	health.SetServing(true)
 	go func() {
 		if err := srv.Serve(ln); err != nil {
 			p.failed <- fmt.Errorf("%s service: serve: %w", name, err)
 		}
 	}()
 	p.onStop(name+" gRPC server", func(ctx context.Context) error {
+		health.Shutdown()
 		return stopGRPC(ctx, srv)
 	})
 

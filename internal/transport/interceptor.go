@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/telemetry"
 )
 
 // healthPrefix marks the health service's methods, which probes call often
@@ -22,7 +23,7 @@ import (
 const healthPrefix = "/grpc.health.v1.Health/"
 
 // unaryInterceptor logs each unary call once and translates its error.
-func unaryInterceptor(logger *slog.Logger) grpc.UnaryServerInterceptor {
+func unaryInterceptor(logger *slog.Logger, m *telemetry.Metrics) grpc.UnaryServerInterceptor {
 	return func(
 		ctx context.Context,
 		req any,
@@ -38,7 +39,7 @@ func unaryInterceptor(logger *slog.Logger) grpc.UnaryServerInterceptor {
 			return err
 		})
 
-		err = finish(ctx, logger, info.FullMethod, time.Since(start), err)
+		err = finish(ctx, logger, m, info.FullMethod, time.Since(start), err)
 		if err != nil {
 			return nil, err
 		}
@@ -47,7 +48,7 @@ func unaryInterceptor(logger *slog.Logger) grpc.UnaryServerInterceptor {
 }
 
 // streamInterceptor logs each streaming call once and translates its error.
-func streamInterceptor(logger *slog.Logger) grpc.StreamServerInterceptor {
+func streamInterceptor(logger *slog.Logger, m *telemetry.Metrics) grpc.StreamServerInterceptor {
 	return func(
 		srv any,
 		ss grpc.ServerStream,
@@ -58,7 +59,7 @@ func streamInterceptor(logger *slog.Logger) grpc.StreamServerInterceptor {
 
 		err := recovered(func() error { return handler(srv, ss) })
 
-		return finish(ss.Context(), logger, info.FullMethod, time.Since(start), err)
+		return finish(ss.Context(), logger, m, info.FullMethod, time.Since(start), err)
 	}
 }
 
@@ -73,16 +74,20 @@ func recovered(run func() error) (err error) {
 	return run()
 }
 
-// finish logs a finished call and returns the error to send to the client:
-// nil, or a gRPC status error that carries no internal cause.
+// finish logs and counts a finished call and returns the error to send to
+// the client: nil, or a gRPC status error that carries no internal cause.
+// The log line carries ctx, the call's context, so that a handler that
+// wants the call's trace id finds it there.
 func finish(
 	ctx context.Context,
 	logger *slog.Logger,
+	m *telemetry.Metrics,
 	method string,
 	elapsed time.Duration,
 	err error,
 ) error {
 	st, internal := toStatus(err)
+	m.ObserveRPC(method, st.Code(), elapsed)
 
 	attrs := []slog.Attr{
 		slog.String("method", method),

@@ -11,10 +11,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 )
@@ -25,28 +24,35 @@ const MaxMessageSize = 16 << 20
 
 // serviceConfig spreads calls over every address the resolver returns, so
 // that a DNS name with one record per replica ("dns:///upload:9002")
-// balances across all replicas instead of pinning the first one.
-const serviceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+// balances across all replicas instead of pinning the first one. Its
+// health check config makes the client watch each replica's health service
+// and send calls only to replicas reporting SERVING (a replica without a
+// health service counts as serving).
+const serviceConfig = `{
+	"loadBalancingConfig": [{"round_robin": {}}],
+	"healthCheckConfig": {"serviceName": ""}
+}`
 
 // MaxConnectionAge is how long a server keeps a client connection before
 // asking the client to reconnect (and so to re-resolve its target).
 const MaxConnectionAge = 30 * time.Second
 
 // NewServer returns a gRPC server with keel's limits and interceptors, the
-// standard health service (reporting SERVING for the whole server) and
-// server reflection. Register the services on it, then call Serve.
+// standard health service and server reflection. Register the services on
+// it, then call Serve.
 //
-// Every call is logged once to logger when it ends. A handler error that is
-// not a gRPC status (an *ocierr.Error is one) reaches the client as
-// codes.Internal "internal error"; its cause is only logged. A panic in a
-// handler fails that call the same way.
+// Every call is logged once to logger when it ends, with the call's
+// context (so a handler that wraps it with telemetry.NewLogHandler adds the
+// trace id). A handler error that is not a gRPC status (an *ocierr.Error is
+// one) reaches the client as codes.Internal "internal error"; its cause is
+// only logged. A panic in a handler fails that call the same way.
 //
-// The health status stays SERVING for as long as the server runs: it does
-// not tell whether the object store is reachable, and it does not turn to
-// NOT_SERVING while the server drains, so a balancer probing it learns of a
-// stop only when connections are refused.
-func NewServer(logger *slog.Logger) *grpc.Server {
-	srv := grpc.NewServer(
+// The health service reports the Health given with WithHealth, or SERVING
+// for as long as the server runs without one. WithTracing and WithMetrics
+// add a server span and metrics for every call.
+func NewServer(logger *slog.Logger, opts ...Option) *grpc.Server {
+	o := collect(opts)
+	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		// Closing each connection after a while makes clients re-resolve
 		// the service's DNS name, so replicas added by scaling up start
@@ -56,11 +62,19 @@ func NewServer(logger *slog.Logger) *grpc.Server {
 			MaxConnectionAge:      MaxConnectionAge,
 			MaxConnectionAgeGrace: time.Hour,
 		}),
-		grpc.ChainUnaryInterceptor(unaryInterceptor(logger)),
-		grpc.ChainStreamInterceptor(streamInterceptor(logger)),
-	)
+		grpc.ChainUnaryInterceptor(unaryInterceptor(logger, o.metrics)),
+		grpc.ChainStreamInterceptor(streamInterceptor(logger, o.metrics)),
+	}
+	if h := o.statsHandler(otelgrpc.NewServerHandler); h != nil {
+		serverOpts = append(serverOpts, grpc.StatsHandler(h))
+	}
+	srv := grpc.NewServer(serverOpts...)
 
-	healthpb.RegisterHealthServer(srv, health.NewServer())
+	health := o.health
+	if health == nil {
+		health = NewHealth()
+	}
+	health.register(srv)
 	reflection.Register(srv)
 	return srv
 }
@@ -68,7 +82,8 @@ func NewServer(logger *slog.Logger) *grpc.Server {
 // Dial returns a client connection to target, a gRPC target string such as
 // "127.0.0.1:9002" or "dns:///upload:9002". It does not connect until the
 // first call. Calls are balanced round-robin over every address target
-// resolves to.
+// resolves to whose health service reports SERVING. WithTracing adds a
+// client span for every call and sends the trace along.
 //
 // The connection is plaintext: keel does not yet secure traffic between its
 // own processes with TLS, so the network between them must be trusted.
@@ -76,13 +91,18 @@ func NewServer(logger *slog.Logger) *grpc.Server {
 // seconds); servers made by NewServer close each connection after
 // MaxConnectionAge, so replicas added by scaling up receive calls within
 // about a minute.
-func Dial(target string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(target,
+func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
+	o := collect(opts)
+	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageSize),
 			grpc.MaxCallSendMsgSize(MaxMessageSize),
 		),
-	)
+	}
+	if h := o.statsHandler(otelgrpc.NewClientHandler); h != nil {
+		dialOpts = append(dialOpts, grpc.WithStatsHandler(h))
+	}
+	return grpc.NewClient(target, dialOpts...)
 }

@@ -37,6 +37,9 @@ const serviceConfig = `{
 // asking the client to reconnect (and so to re-resolve its target).
 const MaxConnectionAge = 30 * time.Second
 
+// maxConnectionAge is MaxConnectionAge, shortened by tests.
+var maxConnectionAge = MaxConnectionAge
+
 // NewServer returns a gRPC server with keel's limits and interceptors, the
 // standard health service and server reflection. Register the services on
 // it, then call Serve.
@@ -59,7 +62,7 @@ func NewServer(logger *slog.Logger, opts ...Option) *grpc.Server {
 		// receiving calls within about MaxConnectionAge. The long grace
 		// lets a big upload stream finish on its old connection.
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionAge:      MaxConnectionAge,
+			MaxConnectionAge:      maxConnectionAge,
 			MaxConnectionAgeGrace: time.Hour,
 		}),
 		grpc.ChainUnaryInterceptor(unaryInterceptor(logger, o.metrics)),

@@ -321,6 +321,9 @@ func TestFailedLoginsAreRateLimited(t *testing.T) {
 
 	assertOCIError(t, "login after 3 failures", resp, http.StatusTooManyRequests,
 		"TOOMANYREQUESTS")
+	if resp.header.Get("Retry-After") == "" {
+		t.Errorf("429 answer has no Retry-After header")
+	}
 	for _, p := range ts.procs {
 		logs := p.logs.String()
 		for _, secret := range append(guesses, ts.admin.pass) {

@@ -381,6 +381,9 @@ func (g *gateway) fail(w *recorder, req *request, err error) {
 	if errors.As(err, &me) {
 		w.Header().Set("Allow", strings.Join(me.allowed, ", "))
 	}
+	if wait := e.Detail[ocierr.RetryAfterKey]; wait != "" {
+		w.Header().Set("Retry-After", wait)
+	}
 	ocierr.Write(w, e)
 }
 

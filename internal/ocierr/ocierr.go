@@ -46,6 +46,10 @@ const (
 	Unavailable Code = "UNAVAILABLE"
 )
 
+// RetryAfterKey is the Detail key of the seconds a client should wait
+// before trying again; the gateway sends it as the Retry-After header.
+const RetryAfterKey = "retry_after"
+
 // Domain is the google.rpc.ErrorInfo domain that marks an OCI code.
 const Domain = "oci.keel"
 

@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -320,8 +322,13 @@ func (s *Server) identify(
 	if !s.limiter.allow(addr, now) {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "login refused: too many failed logins",
 			slog.String("client_address", addr))
+		// Every attempt from the address is refused while it waits, the
+		// right password included: answering that one differently would
+		// let a guesser go on at full speed.
+		wait := int(math.Ceil(s.limiter.wait(addr, now).Seconds()))
 		return principal{}, ocierr.New(ocierr.TooManyRequests,
-			"too many failed logins; try again later")
+			"too many failed logins; try again later").
+			With(ocierr.RetryAfterKey, strconv.Itoa(max(wait, 1)))
 	}
 
 	var p principal

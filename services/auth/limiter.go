@@ -58,6 +58,17 @@ func (l *failureLimiter) allow(addr string, now time.Time) bool {
 	return l.tokens(addr, now) >= 1
 }
 
+// wait returns how long addr must wait at now before it may try again.
+func (l *failureLimiter) wait(addr string, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	missing := 1 - l.tokens(addr, now)
+	if missing <= 0 {
+		return 0
+	}
+	return time.Duration(missing / l.refill * float64(time.Second))
+}
+
 // fail records a failed login from addr at now.
 func (l *failureLimiter) fail(addr string, now time.Time) {
 	l.mu.Lock()

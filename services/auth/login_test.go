@@ -282,6 +282,11 @@ func TestFailedLoginsAreRateLimitedPerAddress(t *testing.T) {
 	if got := ocierr.FromError(err).HTTPStatus(); got != 429 {
 		t.Errorf("TOOMANYREQUESTS HTTP status = %d, want 429", got)
 	}
+	wantWait := fmt.Sprint(60 / DefaultFailureLimit)
+	if got := ocierr.FromError(err).Detail[ocierr.RetryAfterKey]; got != wantWait {
+		t.Errorf("TOOMANYREQUESTS retry after = %q seconds, want %s (one token's refill)",
+			got, wantWait)
+	}
 	if _, err := f.authorize(t, basic("admin", "admin-secret"), bystander); err != nil {
 		t.Errorf("login from another address = %v, want it unaffected", err)
 	}

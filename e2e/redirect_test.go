@@ -14,22 +14,7 @@ import (
 // serves the exact bytes (ranges included) to a client that has no S3
 // credentials, while HEAD and manifests are still answered by the gateway.
 func TestBlobRedirect(t *testing.T) {
-	s, err := startStack(keelBinary(t), stackEnv{gateway: []string{"KEEL_BLOB_REDIRECT=true"}})
-	if err != nil {
-		msg := ""
-		if s != nil {
-			msg = s.logs()
-		}
-		t.Fatalf("start a stack with blob redirects: %v\n%s", err, msg)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("stack logs:\n%s", s.logs())
-		}
-		if err := s.stop(); err != nil {
-			t.Errorf("stop the stack: %v", err)
-		}
-	})
+	s := ownStack(t, stackEnv{gateway: []string{"KEEL_BLOB_REDIRECT=true"}})
 	admin := registryClient{t: t, base: s.url(""), creds: &s.admin}
 	blob := randomBytes(t, 3<<20+17)
 	loc := openSession(t, admin, "redirect/app")

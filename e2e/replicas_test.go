@@ -19,22 +19,7 @@ import (
 // the replica serving a PATCH is killed with SIGKILL half-way through, and
 // the client resumes from the offset the registry reports.
 func TestUploadReplicas(t *testing.T) {
-	s, err := startStack(keelBinary(t), stackEnv{uploadReplicas: 2})
-	if err != nil {
-		msg := ""
-		if s != nil {
-			msg = s.logs()
-		}
-		t.Fatalf("start a stack with two upload replicas: %v\n%s", err, msg)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("stack logs:\n%s", s.logs())
-		}
-		if err := s.stop(); err != nil {
-			t.Errorf("stop the stack: %v", err)
-		}
-	})
+	s := ownStack(t, stackEnv{uploadReplicas: 2})
 	admin := registryClient{t: t, base: s.url(""), creds: &s.admin}
 	replicas := s.processesOf("upload")
 	if len(replicas) != 2 {
@@ -109,6 +94,29 @@ func TestUploadReplicas(t *testing.T) {
 		closeSession(t, admin, loc, nil, sha256Digest(blob))
 		assertBlob(t, admin, "replicas/killed", blob)
 	})
+}
+
+// ownStack starts a stack for the calling test alone and stops it when the
+// test ends, printing its logs if the test failed.
+func ownStack(t *testing.T, env stackEnv) *stack {
+	t.Helper()
+	s, err := startStack(keelBinary(t), env)
+	if err != nil {
+		msg := ""
+		if s != nil {
+			msg = s.logs()
+		}
+		t.Fatalf("start a stack: %v\n%s", err, msg)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stack logs:\n%s", s.logs())
+		}
+		if err := s.stop(); err != nil {
+			t.Errorf("stop the stack: %v", err)
+		}
+	})
+	return s
 }
 
 // processesOf returns the stack's processes running target.

@@ -221,35 +221,13 @@ func (p *process) authKeyring(ctx context.Context) (*auth.Keyring, error) {
 // startKeyRefresh refreshes the keyring every RefreshInterval until the
 // process stops.
 func (p *process) startKeyRefresh(keys *auth.Keyring) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	interval := keys.RefreshInterval()
 	log := p.log.With("service", "auth", "task", "signing keys")
-
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				if err := keys.Refresh(ctx, now); err != nil && ctx.Err() == nil {
-					log.Warn("refresh of the token signing keys failed", "error", err)
-				}
+	p.periodic("token signing key refresh", interval, nil,
+		func(ctx context.Context, now time.Time) {
+			if err := keys.Refresh(ctx, now); err != nil && ctx.Err() == nil {
+				log.Warn("refresh of the token signing keys failed", "error", err)
 			}
-		}
-	}()
-
-	p.onStop("token signing key refresh", func(stopCtx context.Context) error {
-		cancel()
-		select {
-		case <-done:
-			return nil
-		case <-stopCtx.Done():
-			return stopCtx.Err()
-		}
-	})
+		})
 	log.Debug("signing key refresh started", "interval", interval)
 }

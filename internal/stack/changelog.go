@@ -19,38 +19,15 @@ const changeSweepInterval = 10 * time.Minute
 // Call it after the gRPC server is serving, so that this stop step runs
 // before the server's.
 func (p *process) startChangeLog(query *manifest.QueryServer) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	log := p.log.With("service", "manifest", "task", "change janitor")
-
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(changeSweepInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				n, err := query.ExpireChanges(ctx, now)
-				switch {
-				case err != nil && ctx.Err() == nil:
-					log.Warn("sweep of expired changes failed", "error", err, "removed", n)
-				case n > 0:
-					log.Debug("removed expired changes", "removed", n)
-				}
+	p.periodic("manifest change log", changeSweepInterval, query.EndWatches,
+		func(ctx context.Context, now time.Time) {
+			n, err := query.ExpireChanges(ctx, now)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("sweep of expired changes failed", "error", err, "removed", n)
+			case n > 0:
+				log.Debug("removed expired changes", "removed", n)
 			}
-		}
-	}()
-
-	p.onStop("manifest change log", func(stopCtx context.Context) error {
-		query.EndWatches()
-		cancel()
-		select {
-		case <-done:
-			return nil
-		case <-stopCtx.Done():
-			return stopCtx.Err()
-		}
-	})
+		})
 }

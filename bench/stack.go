@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -44,6 +45,12 @@ type StackOptions struct {
 	PartBytes int64
 	// Log receives the processes' output.
 	Log *os.File
+	// Pprof turns on the profiling endpoints of every keel process and
+	// Distribution's debug server, each on its own loopback port, and
+	// prints their addresses to Progress.
+	Pprof bool
+	// Progress receives progress lines; nil means none.
+	Progress io.Writer
 }
 
 const (
@@ -92,6 +99,17 @@ func StartStacks(ctx context.Context, o StackOptions) (*Stacks, error) {
 			"KEEL_LOG_LEVEL=warn"}, gateway},
 	}
 	keelProcs := []Proc{}
+	debug := make([]string, len(steps)+1)
+	if o.Pprof {
+		if debug, err = freePorts(len(steps) + 1); err != nil {
+			return nil, err
+		}
+		for i := range steps {
+			steps[i].env = append(steps[i].env, "KEEL_PPROF_ADDR="+debug[i])
+			progress(o, "pprof of keel's %s: http://%s/debug/pprof/", steps[i].name, debug[i])
+		}
+		progress(o, "pprof of distribution: http://%s/debug/pprof/", debug[len(steps)])
+	}
 	for _, st := range steps {
 		cmd, err := s.start(o.Log, st.name, o.Keel, nil,
 			append([]string{"KEEL_TARGET=" + st.name}, st.env...))
@@ -114,7 +132,8 @@ func StartStacks(ctx context.Context, o StackOptions) (*Stacks, error) {
 	s.Keel = Target{Name: "keel", Host: gateway, Username: benchUser, Password: pass,
 		Procs: keelProcs}
 
-	cfg, err := s.distributionConfig(s3, dist, key, secret, pass, o.PartBytes)
+	cfg, err := s.distributionConfig(s3, dist, debug[len(steps)], key, secret, pass,
+		o.PartBytes)
 	if err != nil {
 		s.Stop()
 		return nil, err
@@ -144,8 +163,11 @@ func StartStacks(ctx context.Context, o StackOptions) (*Stacks, error) {
 // distributionConfig writes Distribution's configuration: the same S3
 // server in its own bucket, an S3 chunk size equal to keel's part size,
 // and htpasswd auth with the bench login (bcrypt at its lowest cost, so
-// that checking the password on every request costs little).
-func (s *Stacks) distributionConfig(s3, addr, key, secret, pass string, chunk int64) (string, error) {
+// that checking the password on every request costs little). A debug
+// address other than "" turns on its debug server (with pprof) there.
+func (s *Stacks) distributionConfig(
+	s3, addr, debug, key, secret, pass string, chunk int64,
+) (string, error) {
 	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
 	if err != nil {
 		return "", err
@@ -183,8 +205,19 @@ auth:
     realm: bench
     path: %s
 `, key, secret, s3, bucketDis, chunk, addr, htpasswd)
+	if debug != "" {
+		cfg = strings.Replace(cfg, "  secret: bench\n",
+			"  secret: bench\n  debug:\n    addr: "+debug+"\n    prometheus:\n      enabled: false\n", 1)
+	}
 	path := filepath.Join(s.work, "distribution.yml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
+}
+
+// progress prints one progress line, if o has somewhere to print it.
+func progress(o StackOptions, format string, args ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, format+"\n", args...)
+	}
 }
 
 // start runs one process with the environment less any KEEL_* variables,

@@ -151,6 +151,8 @@ type credentials struct {
 type stack struct {
 	// registry is the gateway's host:port.
 	registry string
+	// gateways are the host:port of every gateway, registry first.
+	gateways []string
 	// manifestGRPC is the manifest service's gRPC host:port.
 	manifestGRPC string
 	admin        credentials
@@ -167,6 +169,11 @@ type stackEnv struct {
 	// uploadReplicas is how many upload processes to run; 0 means one.
 	// Their clients reach them through one static:/// target.
 	uploadReplicas int
+	// manifestReplicas and gateways are how many manifest and gateway
+	// processes to run; 0 means one. Gateway i talks only to manifest
+	// replica i (modulo their count), so that a test knows which replica
+	// answers.
+	manifestReplicas, gateways int
 }
 
 // startStack starts an embedded S3 process, then auth, upload, manifest
@@ -210,6 +217,14 @@ func startStack(bin string, extra stackEnv) (*stack, error) {
 		}
 		uploadAddrs = append(uploadAddrs, more...)
 	}
+	manifestAddrs, err := morePorts(manifestAddr, extra.manifestReplicas)
+	if err != nil {
+		return nil, err
+	}
+	s.gateways, err = morePorts(httpAddr, extra.gateways)
+	if err != nil {
+		return nil, err
+	}
 	uploadTarget := uploadAddr
 	if len(uploadAddrs) > 1 {
 		uploadTarget = "static:///" + strings.Join(uploadAddrs, ",")
@@ -237,16 +252,21 @@ func startStack(bin string, extra stackEnv) (*stack, error) {
 			"KEEL_PART_SIZE=" + e2ePartSize}, useS3...),
 			func(p *process) error { return waitGRPC(p, addr) }})
 	}
-	steps = append(steps, []step{
-		{"manifest", append([]string{"KEEL_MANIFEST_ADDR=" + manifestAddr,
-			"KEEL_UPLOAD_TARGET=" + uploadTarget}, useS3...),
-			func(p *process) error { return waitGRPC(p, manifestAddr) }},
-		{"gateway", append([]string{"KEEL_HTTP_ADDR=" + httpAddr,
-			"KEEL_AUTH_TARGET=" + authAddr,
-			"KEEL_UPLOAD_TARGET=" + uploadTarget,
-			"KEEL_MANIFEST_TARGET=" + manifestAddr}, extra.gateway...),
-			func(p *process) error { return waitGateway(p, httpAddr) }},
-	}...)
+	for i, addr := range manifestAddrs {
+		steps = append(steps, step{replicaName("manifest", i),
+			append([]string{"KEEL_MANIFEST_ADDR=" + addr,
+				"KEEL_UPLOAD_TARGET=" + uploadTarget}, useS3...),
+			func(p *process) error { return waitGRPC(p, addr) }})
+	}
+	for i, addr := range s.gateways {
+		steps = append(steps, step{replicaName("gateway", i),
+			append([]string{"KEEL_HTTP_ADDR=" + addr,
+				"KEEL_AUTH_TARGET=" + authAddr,
+				"KEEL_UPLOAD_TARGET=" + uploadTarget,
+				"KEEL_MANIFEST_TARGET=" + manifestAddrs[i%len(manifestAddrs)]},
+				extra.gateway...),
+			func(p *process) error { return waitGateway(p, addr) }})
+	}
 	for _, st := range steps {
 		target, _, _ := strings.Cut(st.name, "#")
 		env := append([]string{"KEEL_TARGET=" + target}, st.env...)
@@ -262,6 +282,24 @@ func startStack(bin string, extra stackEnv) (*stack, error) {
 		}
 	}
 	return s, nil
+}
+
+// morePorts returns first and, for n above one, n-1 more free ports.
+func morePorts(first string, n int) ([]string, error) {
+	if n <= 1 {
+		return []string{first}, nil
+	}
+	more, err := freePorts(n - 1)
+	return append([]string{first}, more...), err
+}
+
+// replicaName names the i-th process of a target: "manifest",
+// "manifest#2", ...
+func replicaName(target string, i int) string {
+	if i == 0 {
+		return target
+	}
+	return fmt.Sprintf("%s#%d", target, i+1)
 }
 
 // url returns the gateway URL of path.

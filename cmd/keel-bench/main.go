@@ -3,7 +3,7 @@
 // process), runs the workloads of package bench against each in turn, and
 // prints a Markdown report.
 //
-//	keel-bench [-scenarios a,b,c,d,s,t] [-reps 3] [-out report.md]
+//	keel-bench [-scenarios a,b,c,d,s,t] [-reps 3] [-out report.md] [-pprof]
 //
 // Every address it uses is on 127.0.0.1.
 package main
@@ -37,6 +37,7 @@ type config struct {
 	loadFor     time.Duration
 	conns       int
 	procLog     string
+	pprof       bool
 }
 
 func main() {
@@ -52,6 +53,8 @@ func main() {
 	flag.DurationVar(&c.loadFor, "load-duration", 10*time.Second, "length of each request loop")
 	flag.IntVar(&c.conns, "conns", 16, "connections of the request loops")
 	flag.StringVar(&c.procLog, "process-log", "", "file for the processes' output (default: discard)")
+	flag.BoolVar(&c.pprof, "pprof", false,
+		"serve pprof on every process (addresses printed at start)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -106,7 +109,8 @@ func run(ctx context.Context, c config) error {
 
 	fmt.Fprintln(os.Stderr, "starting the S3 server, keel and distribution on 127.0.0.1")
 	stacks, err := bench.StartStacks(ctx, bench.StackOptions{Keel: keel, Registry: registry,
-		PartSize: c.partSize, PartBytes: part, Log: procLog})
+		PartSize: c.partSize, PartBytes: part, Log: procLog, Pprof: c.pprof,
+		Progress: os.Stderr})
 	if err != nil {
 		return err
 	}

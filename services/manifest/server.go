@@ -39,6 +39,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -67,6 +68,14 @@ type Options struct {
 	// MaxManifestSize is the largest manifest accepted, in bytes; zero or
 	// less means DefaultMaxManifestSize.
 	MaxManifestSize int64
+	// CacheBytes bounds the cache of manifests by digest; zero means
+	// DefaultCacheBytes, less than zero no cache.
+	CacheBytes int64
+	// Staleness is how long a cached tag or manifest is trusted before it
+	// is confirmed against the store again, and so how late this replica
+	// may see a change made through another one. Zero means
+	// DefaultStaleness; less than zero, confirm on every request.
+	Staleness time.Duration
 }
 
 // Server implements manifestv1.ManifestServiceServer over an object store.
@@ -76,6 +85,7 @@ type Server struct {
 	store   *objstore.Store
 	blobs   BlobStater
 	maxSize int64
+	cache   *caches
 }
 
 // NewServer returns a Server that keeps its objects in store and asks blobs
@@ -85,7 +95,16 @@ func NewServer(store *objstore.Store, blobs BlobStater, opts Options) *Server {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxManifestSize
 	}
-	return &Server{store: store, blobs: blobs, maxSize: maxSize}
+	cacheBytes := opts.CacheBytes
+	if cacheBytes == 0 {
+		cacheBytes = DefaultCacheBytes
+	}
+	staleness := opts.Staleness
+	if staleness == 0 {
+		staleness = DefaultStaleness
+	}
+	return &Server{store: store, blobs: blobs, maxSize: maxSize,
+		cache: newCaches(max(cacheBytes, 0), max(staleness, 0))}
 }
 
 // PutManifest validates a manifest, checks that what it references exists,
@@ -172,10 +191,17 @@ func (s *Server) save(
 	// Conditional: content-addressed, so an existing object already holds
 	// these bytes. (If the same bytes were pushed before with another
 	// Content-Type and no mediaType field, the first media type stays.)
-	_, err = s.store.Put(ctx, layout.Key(layout.Revision{Repo: repo, Digest: dgst}),
-		encodeRevision(m.mediaType, content), objstore.Condition{IfNoneMatch: true})
+	revKey := layout.Key(layout.Revision{Repo: repo, Digest: dgst})
+	stored := encodeRevision(m.mediaType, content)
+	_, err = s.store.Put(ctx, revKey, stored, objstore.Condition{IfNoneMatch: true})
 	if err != nil && !errors.Is(err, objstore.ErrPreconditionFailed) {
 		return "", fmt.Errorf("manifest: store revision %s: %w", dgst, err)
+	}
+	if err == nil {
+		// Only the bytes this replica wrote: after a precondition failure the
+		// stored media type may differ from this push's.
+		mediaType, content, _ := decodeRevision(stored)
+		s.cacheRevision(revKey, revision{mediaType: mediaType, content: content}, time.Now())
 	}
 
 	if sub, ok := m.subject(); ok {
@@ -194,9 +220,12 @@ func (s *Server) save(
 	for _, tag := range tags {
 		// Unconditional: moving a tag is last writer wins.
 		key := layout.Key(layout.Tag{Repo: repo, Tag: tag})
+		begin := time.Now()
 		if _, err := s.store.Put(ctx, key, []byte(dgst), objstore.Condition{}); err != nil {
+			s.cache.tags.remove(key)
 			return "", fmt.Errorf("manifest: tag %s: %w", tag, err)
 		}
+		s.cache.tags.put(key, dgst, 1, begin)
 	}
 
 	// Conditional: the marker has no content, so an existing one is as good.
@@ -556,10 +585,18 @@ func checkSizes(ds []descriptor, sizes map[string]int64) error {
 	return nil
 }
 
-// resolveTag returns the digest a tag points at.
+// resolveTag returns the digest a tag points at, from the tag cache while
+// the entry is within the staleness bound.
 func (s *Server) resolveTag(ctx context.Context, repo, tag string) (reference.Digest, error) {
-	b, _, err := s.store.Get(ctx, layout.Key(layout.Tag{Repo: repo, Tag: tag}))
+	key := layout.Key(layout.Tag{Repo: repo, Tag: tag})
+	begin := time.Now()
+	if dgst, checked, ok := s.cache.tags.get(key); ok && s.cache.fresh(checked, begin) {
+		return dgst, nil
+	}
+
+	b, _, err := s.store.Get(ctx, key)
 	if errors.Is(err, objstore.ErrNotFound) {
+		s.cache.tags.remove(key)
 		return "", ocierr.New(ocierr.ManifestUnknown, "tag %q is not in repository %q", tag, repo)
 	}
 	if err != nil {
@@ -569,14 +606,21 @@ func (s *Server) resolveTag(ctx context.Context, repo, tag string) (reference.Di
 	if err != nil {
 		return "", fmt.Errorf("manifest: corrupt tag %s in %s: %.80q", tag, repo, b)
 	}
+	s.cache.tags.put(key, dgst, 1, begin)
 	return dgst, nil
 }
 
-// readRevision reads a stored manifest.
+// readRevision returns a stored manifest, from the revision cache when it
+// holds it. The content must not be modified.
 func (s *Server) readRevision(
 	ctx context.Context, repo string, dgst reference.Digest,
 ) (mediaType string, content []byte, err error) {
 	key := layout.Key(layout.Revision{Repo: repo, Digest: dgst})
+	if r, ok, err := s.cachedRevision(ctx, repo, dgst, key); err != nil || ok {
+		return r.mediaType, r.content, err
+	}
+
+	begin := time.Now()
 	b, _, err := s.store.Get(ctx, key)
 	if errors.Is(err, objstore.ErrNotFound) {
 		return "", nil, manifestUnknown(repo, dgst)
@@ -588,15 +632,54 @@ func (s *Server) readRevision(
 	if err != nil {
 		return "", nil, fmt.Errorf("manifest: %s: %w", key, err)
 	}
+	s.cacheRevision(key, revision{mediaType: mediaType, content: content}, begin)
 	return mediaType, content, nil
 }
 
-// statRevision returns a stored manifest's media type and size, reading
-// only the revision's first line.
+// cachedRevision returns the cached revision under key, if there is one. An
+// entry older than the staleness bound is confirmed with a HEAD first, so
+// that a manifest deleted through another replica stops being served
+// within the bound.
+func (s *Server) cachedRevision(
+	ctx context.Context, repo string, dgst reference.Digest, key string,
+) (revision, bool, error) {
+	r, checked, ok := s.cache.revisions.get(key)
+	if !ok {
+		return revision{}, false, nil
+	}
+	now := time.Now()
+	if s.cache.fresh(checked, now) {
+		return r, true, nil
+	}
+
+	_, err := s.store.Head(ctx, key)
+	if errors.Is(err, objstore.ErrNotFound) {
+		s.cache.revisions.remove(key)
+		return revision{}, false, manifestUnknown(repo, dgst)
+	}
+	if err != nil {
+		return revision{}, false, fmt.Errorf("manifest: stat %s: %w", dgst, err)
+	}
+	s.cache.revisions.touch(key, now)
+	return r, true, nil
+}
+
+// cacheRevision keeps a revision read or written at checked.
+func (s *Server) cacheRevision(key string, r revision, checked time.Time) {
+	s.cache.revisions.put(key, r, revisionCost(key, r), checked)
+}
+
+// statRevision returns a stored manifest's media type and size: from the
+// revision cache when it holds the manifest, else reading only the
+// revision's first line.
 func (s *Server) statRevision(
 	ctx context.Context, repo string, dgst reference.Digest,
 ) (mediaType string, size int64, err error) {
 	key := layout.Key(layout.Revision{Repo: repo, Digest: dgst})
+	if r, ok, err := s.cachedRevision(ctx, repo, dgst, key); err != nil || ok {
+		return r.mediaType, int64(len(r.content)), err
+	}
+
 	r, info, err := s.store.Open(ctx, key, 0, maxMediaTypeLen+1)
 	if errors.Is(err, objstore.ErrNotFound) {
 		return "", 0, manifestUnknown(repo, dgst)
@@ -639,9 +722,11 @@ func (s *Server) deleteTag(ctx context.Context, repo, tag string) error {
 		return fmt.Errorf("manifest: stat tag %s: %w", tag, err)
 	}
 
+	s.cache.tags.remove(key)
 	if err := s.store.Delete(ctx, key); err != nil {
 		return fmt.Errorf("manifest: delete tag %s: %w", tag, err)
 	}
+	s.cache.tags.remove(key) // again: a read may have refilled it meanwhile
 	return nil
 }
 
@@ -676,7 +761,9 @@ func (s *Server) deleteRevision(ctx context.Context, repo string, dgst reference
 		}
 	}
 
-	if err := s.store.Delete(ctx, layout.Key(layout.Revision{Repo: repo, Digest: dgst})); err != nil {
+	key := layout.Key(layout.Revision{Repo: repo, Digest: dgst})
+	s.cache.revisions.remove(key)
+	if err := s.store.Delete(ctx, key); err != nil {
 		return fmt.Errorf("manifest: delete %s: %w", dgst, err)
 	}
 	return nil
@@ -705,6 +792,7 @@ func (s *Server) deleteTagsOf(ctx context.Context, repo string, dgst reference.D
 		if string(b) != dgst.String() {
 			return nil
 		}
+		s.cache.tags.remove(keys[i])
 		if err := s.store.Delete(ctx, keys[i]); err != nil {
 			return fmt.Errorf("manifest: delete tag %s: %w", keys[i], err)
 		}

@@ -270,20 +270,63 @@ func (srv *Server) ReadBlob(
 	return sendChunks(stream, body, n)
 }
 
-// sendChunks streams n bytes of r in chunkSize messages.
+// sendChunks streams n bytes of r in chunkSize messages. A goroutine reads
+// the next chunks from r while the current one is sent, so that the store's
+// latency and gRPC's encoding overlap instead of taking turns; at most
+// readAhead chunks are buffered.
 func sendChunks(stream uploadv1.UploadService_ReadBlobServer, r io.Reader, n int64) error {
-	buf := make([]byte, chunkSize)
-	for n > 0 {
-		k, err := io.ReadFull(r, buf[:min(int64(len(buf)), n)])
-		if k > 0 {
-			if serr := stream.Send(&uploadv1.ReadBlobResponse{Data: buf[:k]}); serr != nil {
-				return serr
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	free := make(chan []byte, readAhead)
+	for range readAhead {
+		free <- make([]byte, chunkSize)
+	}
+	full := make(chan chunk, readAhead)
+	done := make(chan struct{})
+	defer close(done)
+
+	go func() {
+		defer close(full)
+		for left := n; left > 0; {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-done:
+				return
 			}
-			n -= int64(k)
+			k, err := io.ReadFull(r, buf[:min(int64(len(buf)), left)])
+			left -= int64(k)
+			if err != nil && left == 0 {
+				err = nil
+			}
+			select {
+			case full <- chunk{b: buf[:k], err: err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
-		if err != nil && n > 0 {
-			return fmt.Errorf("read blob data: %w", err)
+	}()
+
+	for c := range full {
+		if len(c.b) > 0 {
+			// Send encodes the message before it returns, so the buffer
+			// may be refilled afterwards.
+			if err := stream.Send(&uploadv1.ReadBlobResponse{Data: c.b}); err != nil {
+				return err
+			}
 		}
+		if c.err != nil {
+			return fmt.Errorf("read blob data: %w", c.err)
+		}
+		free <- c.b[:cap(c.b)]
 	}
 	return nil
 }
+
+// readAhead is how many chunks sendChunks reads ahead of the one it sends.
+const readAhead = 3

@@ -17,7 +17,6 @@ import (
 	"github.com/keel-registry/keel/internal/layout"
 	"github.com/keel-registry/keel/internal/objstore"
 	"github.com/keel-registry/keel/internal/ocierr"
-	"github.com/keel-registry/keel/internal/reference"
 )
 
 // session is an upload session's state. It lives in the object store
@@ -119,17 +118,6 @@ func restoreHashes(s *session) (hashes, error) {
 		return h, fmt.Errorf("restore sha512 state: %w", err)
 	}
 	return h, nil
-}
-
-// digest returns the digest of everything hashed so far, in algorithm alg.
-func (h hashes) digest(alg reference.Algorithm) reference.Digest {
-	var sum []byte
-	if alg == reference.SHA512 {
-		sum = h.sha512.Sum(nil)
-	} else {
-		sum = h.sha256.Sum(nil)
-	}
-	return reference.Digest(string(alg) + ":" + hex.EncodeToString(sum))
 }
 
 var uploadIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)

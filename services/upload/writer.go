@@ -31,7 +31,7 @@ type writer struct {
 	id    string
 	sess  *session
 	etag  string
-	hash  hashes
+	hash  *hashPipe
 	buf   []byte
 	next  int32
 	queue []*pendingPart
@@ -45,8 +45,7 @@ type pendingPart struct {
 	number int32
 	size   int64
 	end    int64
-	s256   []byte
-	s512   []byte
+	hashed hashSnapshot
 	buf    []byte
 	done   chan struct{}
 	etag   string
@@ -85,7 +84,8 @@ func (srv *Server) claim(ctx context.Context, repo, id string, start *int64) (*w
 		return nil, err
 	}
 
-	w := &writer{srv: srv, id: id, sess: sess, etag: etag, hash: h, next: sess.NextPart}
+	w := &writer{srv: srv, id: id, sess: sess, etag: etag, hash: startHashPipe(h),
+		next: sess.NextPart}
 	w.buf = srv.buffers.get()
 	if sess.TailSize > 0 {
 		tail, _, err := srv.store.Get(ctx, layout.Key(layout.UploadTail{
@@ -124,7 +124,7 @@ func (w *writer) write(ctx context.Context, next func() ([]byte, error)) error {
 		for len(chunk) > 0 {
 			n := min(len(chunk), int(w.sess.PartSize)-len(w.buf))
 			w.buf = append(w.buf, chunk[:n]...)
-			w.hash.Write(chunk[:n])
+			w.hash.write(w.buf[len(w.buf)-n:])
 			chunk = chunk[n:]
 			if int64(len(w.buf)) == w.sess.PartSize {
 				if err := w.flush(ctx); err != nil {
@@ -146,13 +146,9 @@ func (w *writer) flush(ctx context.Context) error {
 		return err
 	}
 
-	s256, s512, err := w.hash.state()
-	if err != nil {
-		return err
-	}
 	end := w.sess.partsSize() + int64(len(w.queue)+1)*w.sess.PartSize
 	p := &pendingPart{number: w.next, size: int64(len(w.buf)), end: end,
-		s256: s256, s512: s512, buf: w.buf, done: make(chan struct{})}
+		hashed: w.hash.snapshot(), buf: w.buf, done: make(chan struct{})}
 	w.next++
 	w.buf = w.srv.buffers.get()
 	w.queue = append(w.queue, p)
@@ -196,15 +192,19 @@ func (w *writer) commitOldest(ctx context.Context) error {
 	p := w.queue[0]
 	w.queue = w.queue[1:]
 	<-p.done
+	s256, s512, err := p.hashed.wait() // the part's bytes are hashed too
 	w.srv.buffers.put(p.buf)
 	if p.err != nil {
 		return fmt.Errorf("upload part %d of %s: %w", p.number, w.id, p.err)
+	}
+	if err != nil {
+		return err
 	}
 
 	w.sess.Parts = append(w.sess.Parts, objstore.Part{Number: p.number, ETag: p.etag, Size: p.size})
 	w.sess.NextPart = p.number + 1
 	w.sess.Offset = p.end
-	w.sess.SHA256, w.sess.SHA512 = p.s256, p.s512
+	w.sess.SHA256, w.sess.SHA512 = s256, s512
 	w.sess.TailVersion, w.sess.TailSize = 0, 0
 	if err := w.save(ctx); err != nil {
 		return err
@@ -256,7 +256,7 @@ func (w *writer) finish(ctx context.Context) error {
 		}
 	}
 
-	s256, s512, err := w.hash.state()
+	s256, s512, err := w.hash.snapshot().wait()
 	if err != nil {
 		return err
 	}
@@ -295,6 +295,7 @@ func (w *writer) dropOldTail(ctx context.Context) {
 // session keeps its writer mark so that the next attempt skips their part
 // numbers.
 func (w *writer) abandon() {
+	w.hash.stop()
 	for _, p := range w.queue {
 		<-p.done
 		w.srv.buffers.put(p.buf)
@@ -303,31 +304,57 @@ func (w *writer) abandon() {
 	w.release()
 }
 
-// release returns the attempt's buffer.
+// release stops the attempt's hashing and returns its buffer.
 func (w *writer) release() {
+	w.hash.stop()
 	if w.buf != nil {
 		w.srv.buffers.put(w.buf)
 		w.buf = nil
 	}
 }
 
-// bufferPool recycles part buffers, all of one capacity.
+// bufferPool recycles part buffers, all of one capacity, on a free list.
+//
+// The buffers live outside the Go heap where the platform allows (see
+// allocBuffer). Part buffers are most of the service's live memory, and
+// the garbage collector lets the heap grow to twice its live size before it
+// collects: with the buffers on the heap, the 1 MiB messages an upload
+// receives pile up as garbage until the heap is twice the buffers' size.
+// Off the heap they do not count, so the garbage is collected early and the
+// resident size stays near the buffers plus a few messages.
+//
+// Buffers are never unmapped, since the S3 client's transport may still
+// read a part's body after UploadPart returns; an idle buffer beyond
+// maxIdleBuffers gives its pages back to the system (releaseBuffer) but
+// stays mapped, so such a late read sees zeros rather than faulting.
 type bufferPool struct {
 	size int64
-	pool sync.Pool
+	mu   sync.Mutex
+	free [][]byte
 }
 
+// maxIdleBuffers is how many idle buffers keep their pages.
+const maxIdleBuffers = 8
+
 func (b *bufferPool) get() []byte {
-	if v, ok := b.pool.Get().(*[]byte); ok {
-		return (*v)[:0]
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := len(b.free); n > 0 {
+		buf := b.free[n-1]
+		b.free = b.free[:n-1]
+		return buf[:0]
 	}
-	return make([]byte, 0, b.size)
+	return allocBuffer(int(b.size))[:0]
 }
 
 func (b *bufferPool) put(buf []byte) {
 	if int64(cap(buf)) != b.size {
 		return
 	}
-	buf = buf[:0]
-	b.pool.Put(&buf)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.free) >= maxIdleBuffers {
+		releaseBuffer(buf[:cap(buf)])
+	}
+	b.free = append(b.free, buf[:0])
 }

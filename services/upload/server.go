@@ -109,24 +109,13 @@ func (srv *Server) WriteUpload(stream uploadv1.UploadService_WriteUploadServer) 
 	if hdr == nil {
 		return ocierr.New(ocierr.BlobUploadInvalid, "write stream without a header")
 	}
-	if err := reference.ValidateName(hdr.GetRepository()); err != nil {
-		return err
-	}
 
-	w, err := srv.claim(ctx, hdr.GetRepository(), hdr.GetUploadId(), hdr.Start)
+	w, err := srv.receive(ctx, hdr.GetRepository(), hdr.GetUploadId(), hdr.Start, hdr.Length,
+		func() ([]byte, error) {
+			msg, err := stream.Recv()
+			return msg.GetData(), err
+		})
 	if err != nil {
-		return err
-	}
-	counted := countChunks(func() ([]byte, error) {
-		msg, err := stream.Recv()
-		return msg.GetData(), err
-	})
-	if err := w.write(ctx, counted.next); err != nil {
-		w.abandon()
-		return err
-	}
-	if err := checkLength(hdr.Length, counted.n); err != nil {
-		w.abandon()
 		return err
 	}
 	if err := w.finish(ctx); err != nil {
@@ -135,6 +124,33 @@ func (srv *Server) WriteUpload(stream uploadv1.UploadService_WriteUploadServer) 
 	}
 	w.release()
 	return stream.SendAndClose(&uploadv1.WriteUploadResponse{Status: status(w.id, w.sess)})
+}
+
+// receive claims a session and writes the chunks next yields, checking them
+// against the declared length. On success the caller owns the returned
+// writer and must finish, commit or abandon it.
+func (srv *Server) receive(
+	ctx context.Context, repo, id string, start, length *int64,
+	next func() ([]byte, error),
+) (*writer, error) {
+	if err := reference.ValidateName(repo); err != nil {
+		return nil, err
+	}
+	w, err := srv.claim(ctx, repo, id, start)
+	if err != nil {
+		return nil, err
+	}
+
+	counted := countChunks(next)
+	if err := w.write(ctx, counted.next); err != nil {
+		w.abandon()
+		return nil, err
+	}
+	if err := checkLength(length, counted.n); err != nil {
+		w.abandon()
+		return nil, err
+	}
+	return w, nil
 }
 
 // GetUpload reports a session's committed offset.
@@ -162,28 +178,17 @@ func (srv *Server) CommitUpload(stream uploadv1.UploadService_CommitUploadServer
 	if hdr == nil {
 		return ocierr.New(ocierr.BlobUploadInvalid, "commit stream without a header")
 	}
-	if err := reference.ValidateName(hdr.GetRepository()); err != nil {
-		return err
-	}
 	want, err := reference.ParseDigest(hdr.GetDigest())
 	if err != nil {
 		return err
 	}
 
-	w, err := srv.claim(ctx, hdr.GetRepository(), hdr.GetUploadId(), hdr.Start)
+	w, err := srv.receive(ctx, hdr.GetRepository(), hdr.GetUploadId(), hdr.Start, hdr.Length,
+		func() ([]byte, error) {
+			msg, err := stream.Recv()
+			return msg.GetData(), err
+		})
 	if err != nil {
-		return err
-	}
-	counted := countChunks(func() ([]byte, error) {
-		msg, err := stream.Recv()
-		return msg.GetData(), err
-	})
-	if err := w.write(ctx, counted.next); err != nil {
-		w.abandon()
-		return err
-	}
-	if err := checkLength(hdr.Length, counted.n); err != nil {
-		w.abandon()
 		return err
 	}
 	blob, err := w.commit(ctx, want)

@@ -85,13 +85,9 @@ func (srv *Server) StartUpload(
 
 	id := newID()
 	now := time.Now().UTC()
-	h := newHashes()
-	s256, s512, err := h.state()
-	if err != nil {
-		return nil, err
-	}
+	// No hash state yet: restoreHashes starts empty hashes for it.
 	sess := &session{Repo: req.GetRepository(), Created: now, Updated: now,
-		PartSize: srv.opts.PartSize, NextPart: 1, SHA256: s256, SHA512: s512}
+		PartSize: srv.opts.PartSize, NextPart: 1}
 	if err := (sessions{srv.store}).create(ctx, id, sess); err != nil {
 		return nil, err
 	}

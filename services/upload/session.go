@@ -69,16 +69,15 @@ type session struct {
 	Committed string `json:"committed,omitempty"`
 }
 
-// partsSize returns the number of bytes in committed parts.
+// partsSize returns the number of bytes in committed parts. Every
+// committed part is a full one (the last, short part is only ever added
+// when the upload completes), so this is a product, not a sum.
 func (s *session) partsSize() int64 {
-	var n int64
-	for _, p := range s.Parts {
-		n += p.Size
-	}
-	return n
+	return int64(len(s.Parts)) * s.PartSize
 }
 
-// hashes is the running SHA-256 and SHA-512 of a session's bytes.
+// hashes is the SHA-256 and SHA-512 of a session's bytes, as restored from
+// its state; a hashPipe feeds them.
 type hashes struct {
 	sha256 hash.Hash
 	sha512 hash.Hash
@@ -86,23 +85,6 @@ type hashes struct {
 
 func newHashes() hashes {
 	return hashes{sha256: sha256.New(), sha512: sha512.New()}
-}
-
-// Write feeds both hashes.
-func (h hashes) Write(p []byte) (int, error) {
-	h.sha256.Write(p)
-	h.sha512.Write(p)
-	return len(p), nil
-}
-
-// state serializes both hash states.
-func (h hashes) state() (s256, s512 []byte, err error) {
-	s256, err = h.sha256.(encoding.BinaryMarshaler).MarshalBinary()
-	if err != nil {
-		return nil, nil, err
-	}
-	s512, err = h.sha512.(encoding.BinaryMarshaler).MarshalBinary()
-	return s256, s512, err
 }
 
 // restoreHashes rebuilds the running hashes from a session.

@@ -176,17 +176,12 @@ func (q *QueryServer) InspectManifest(
 	ctx context.Context, req *manifestv1.QueryServiceInspectManifestRequest,
 ) (*manifestv1.QueryServiceInspectManifestResponse, error) {
 	repo := req.GetRepository()
-	if err := reference.ValidateName(repo); err != nil {
-		return nil, err
-	}
-	tag, dgst, err := parseReference(req.GetReference())
+	tag, dgst, err := parseTarget(repo, req.GetReference())
 	if err != nil {
 		return nil, err
 	}
-	if tag != "" {
-		if dgst, err = q.manifests.resolveTag(ctx, repo, tag); err != nil {
-			return nil, err
-		}
+	if dgst, err = q.manifests.resolveTarget(ctx, repo, tag, dgst); err != nil {
+		return nil, err
 	}
 
 	mediaType, content, err := q.manifests.readRevision(ctx, repo, dgst)

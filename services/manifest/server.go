@@ -113,10 +113,7 @@ func (s *Server) PutManifest(
 	ctx context.Context, req *manifestv1.PutManifestRequest,
 ) (*manifestv1.PutManifestResponse, error) {
 	repo := req.GetRepository()
-	if err := reference.ValidateName(repo); err != nil {
-		return nil, err
-	}
-	tag, want, err := parseReference(req.GetReference())
+	tag, want, err := parseTarget(repo, req.GetReference())
 	if err != nil {
 		return nil, err
 	}
@@ -249,17 +246,12 @@ func (s *Server) GetManifest(
 	ctx context.Context, req *manifestv1.GetManifestRequest,
 ) (*manifestv1.GetManifestResponse, error) {
 	repo := req.GetRepository()
-	if err := reference.ValidateName(repo); err != nil {
-		return nil, err
-	}
-	tag, dgst, err := parseReference(req.GetReference())
+	tag, dgst, err := parseTarget(repo, req.GetReference())
 	if err != nil {
 		return nil, err
 	}
-	if tag != "" {
-		if dgst, err = s.resolveTag(ctx, repo, tag); err != nil {
-			return nil, err
-		}
+	if dgst, err = s.resolveTarget(ctx, repo, tag, dgst); err != nil {
+		return nil, err
 	}
 
 	if req.GetHead() {
@@ -289,10 +281,7 @@ func (s *Server) DeleteManifest(
 	ctx context.Context, req *manifestv1.DeleteManifestRequest,
 ) (*manifestv1.DeleteManifestResponse, error) {
 	repo := req.GetRepository()
-	if err := reference.ValidateName(repo); err != nil {
-		return nil, err
-	}
-	tag, dgst, err := parseReference(req.GetReference())
+	tag, dgst, err := parseTarget(repo, req.GetReference())
 	if err != nil {
 		return nil, err
 	}
@@ -453,9 +442,12 @@ func (s *Server) listPage(
 	return names, more, nil
 }
 
-// parseReference splits a manifest reference into a tag or a digest,
-// validating whichever it is.
-func parseReference(ref string) (tag string, dgst reference.Digest, err error) {
+// parseTarget validates a repository name and a manifest reference, which
+// is either a tag (returned in tag) or a digest (returned in dgst).
+func parseTarget(repo, ref string) (tag string, dgst reference.Digest, err error) {
+	if err := reference.ValidateName(repo); err != nil {
+		return "", "", err
+	}
 	if reference.IsDigest(ref) {
 		dgst, err = reference.ParseDigest(ref)
 		return "", dgst, err
@@ -464,6 +456,17 @@ func parseReference(ref string) (tag string, dgst reference.Digest, err error) {
 		return "", "", err
 	}
 	return ref, "", nil
+}
+
+// resolveTarget returns the digest a parsed target names: dgst itself, or
+// what tag points at.
+func (s *Server) resolveTarget(
+	ctx context.Context, repo, tag string, dgst reference.Digest,
+) (reference.Digest, error) {
+	if tag == "" {
+		return dgst, nil
+	}
+	return s.resolveTag(ctx, repo, tag)
 }
 
 // digestOf returns the digest of b under alg, which must be supported.

@@ -127,10 +127,12 @@ func (e *challengeError) Error() string {
 // Unwrap makes the error its OCI error for the client.
 func (e *challengeError) Unwrap() error { return e.err }
 
+// quotedPairs escapes the characters a quoted-string cannot hold as such.
+var quotedPairs = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+
 // quoted returns s as an HTTP quoted-string.
 func quoted(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
-	return `"` + r.Replace(s) + `"`
+	return `"` + quotedPairs.Replace(s) + `"`
 }
 
 // basicChallenge is the WWW-Authenticate value that asks for basic auth.
@@ -331,8 +333,8 @@ func bearerToken(header string) (string, bool) {
 	return strings.TrimSpace(value), true
 }
 
-// parseCredential reads an Authorization header: basic auth, a bearer
-// token, or nothing for an anonymous caller.
+// parseCredential reads an Authorization header other than a bearer token
+// (see bearerToken): basic auth, or nothing for an anonymous caller.
 func parseCredential(header string) (*authv1.Credential, error) {
 	if header == "" {
 		return nil, nil
@@ -352,11 +354,6 @@ func parseCredential(header string) (*authv1.Credential, error) {
 		return &authv1.Credential{Kind: &authv1.Credential_Basic{
 			Basic: &authv1.BasicCredential{Username: user, Password: password},
 		}}, nil
-	case "bearer":
-		if value == "" {
-			return nil, ocierr.New(ocierr.Unauthorized, "empty bearer token")
-		}
-		return &authv1.Credential{Kind: &authv1.Credential_BearerToken{BearerToken: value}}, nil
 	}
 	return nil, ocierr.New(ocierr.Unauthorized, "unsupported authorization scheme")
 }

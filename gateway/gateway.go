@@ -389,6 +389,18 @@ func (g *gateway) fail(w *recorder, req *request, err error) {
 
 // logRequest writes the request's one log line.
 func (g *gateway) logRequest(req *request, w *recorder, in int64, d time.Duration, err error) {
+	level := slog.LevelInfo
+	var e *ocierr.Error
+	if err != nil {
+		e = ocierr.FromError(err)
+		if e.HTTPStatus() >= 500 {
+			level = slog.LevelError
+		}
+	}
+	if !g.log.Enabled(req.Context(), level) {
+		return
+	}
+
 	attrs := []slog.Attr{
 		slog.String("method", req.Method),
 		slog.String("route", string(req.route)),
@@ -412,13 +424,8 @@ func (g *gateway) logRequest(req *request, w *recorder, in int64, d time.Duratio
 	if req.cleanupErr != nil {
 		attrs = append(attrs, slog.String("cleanup_error", req.cleanupErr.Error()))
 	}
-	level := slog.LevelInfo
 	if err != nil {
-		e := ocierr.FromError(err)
 		attrs = append(attrs, slog.String("code", string(e.Code)), slog.String("error", err.Error()))
-		if e.HTTPStatus() >= 500 {
-			level = slog.LevelError
-		}
 	}
 	g.log.LogAttrs(req.Context(), level, "request", attrs...)
 }

@@ -16,6 +16,8 @@ const maxLength = 255
 // nothing.
 type Pattern struct {
 	text string
+	// components is text split at '/', once, for Match.
+	components []string
 }
 
 // Compile checks a pattern. A pattern is a repository name whose
@@ -28,12 +30,13 @@ func Compile(s string) (Pattern, error) {
 	if s == "" || len(s) > maxLength {
 		return Pattern{}, fmt.Errorf("repopattern: pattern %.64q is empty or too long", s)
 	}
-	for _, c := range strings.Split(s, "/") {
+	components := strings.Split(s, "/")
+	for _, c := range components {
 		if err := checkComponent(c); err != nil {
 			return Pattern{}, fmt.Errorf("repopattern: pattern %.64q: %w", s, err)
 		}
 	}
-	return Pattern{text: s}, nil
+	return Pattern{text: s, components: components}, nil
 }
 
 // MustCompile is Compile for patterns known to be valid; it panics on an
@@ -79,7 +82,7 @@ func (p Pattern) Match(name string) bool {
 	if p.text == "" {
 		return false
 	}
-	return matchComponents(strings.Split(p.text, "/"), strings.Split(name, "/"))
+	return matchComponents(p.components, strings.Split(name, "/"))
 }
 
 // matchComponents matches pattern components against name components.

@@ -337,11 +337,7 @@ func (s *Server) identify(
 	switch c := cred.GetKind().(type) {
 	case *authv1.Credential_Basic:
 		user = c.Basic.GetUsername()
-		method = "password"
-		if s.looksLikeLogin(user, c.Basic.GetPassword()) {
-			method = "jwt"
-		}
-		p, err = s.checkBasic(user, c.Basic.GetPassword())
+		method, p, err = s.checkBasic(user, c.Basic.GetPassword())
 	case *authv1.Credential_BearerToken:
 		method = "registry token"
 		p, err = s.checkRegistryToken(c.BearerToken)
@@ -385,15 +381,17 @@ func (s *Server) looksLikeLogin(name, password string) bool {
 }
 
 // checkBasic verifies a basic credential: a configured user's password, or
-// else a JWT login whose subject is the user name.
-func (s *Server) checkBasic(name, password string) (principal, error) {
+// else a JWT login whose subject is the user name. method names which, for
+// the log.
+func (s *Server) checkBasic(name, password string) (method string, p principal, err error) {
 	if s.looksLikeLogin(name, password) {
-		return s.checkLogin(name, password)
+		p, err = s.checkLogin(name, password)
+		return "jwt", p, err
 	}
 	if err := s.checkPassword(name, password); err != nil {
-		return principal{}, err
+		return "password", principal{}, err
 	}
-	return principal{subject: name}, nil
+	return "password", principal{subject: name}, nil
 }
 
 // checkPassword compares SHA-256 hashes in constant time, so neither the

@@ -1,8 +1,6 @@
 package stack
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -31,18 +29,7 @@ func (p *process) servePprof() error {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	// No write timeout: a CPU profile or trace streams for as long as asked.
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			p.failed <- fmt.Errorf("pprof: serve: %w", err)
-		}
-	}()
-	p.onStop("pprof HTTP server", func(ctx context.Context) error {
-		if err := srv.Shutdown(ctx); err != nil {
-			srv.Close()
-			return err
-		}
-		return nil
-	})
+	p.serveHTTP("pprof", srv, ln)
 	p.log.Info("pprof listening", "addr", ln.Addr().String(), "path", "/debug/pprof/")
 	return nil
 }

@@ -334,18 +334,7 @@ func (p *process) startGateway() error {
 		// Watch streams never end on their own: end them as the stop begins.
 		srv.RegisterOnShutdown(s.EndStreams)
 	}
-	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			p.failed <- fmt.Errorf("gateway: serve: %w", err)
-		}
-	}()
-	p.onStop("gateway HTTP server", func(ctx context.Context) error {
-		if err := srv.Shutdown(ctx); err != nil {
-			srv.Close()
-			return fmt.Errorf("requests still running were cut: %w", err)
-		}
-		return nil
-	})
+	p.serveHTTP("gateway", srv, ln)
 	p.log.Info("gateway listening", "addr", ln.Addr().String())
 	return nil
 }
@@ -422,6 +411,24 @@ func (p *process) serveGRPC(
 	bound := ln.Addr().String()
 	p.log.Info("gRPC service listening", "service", name, "addr", bound)
 	return bound, nil
+}
+
+// serveHTTP serves srv on ln until the process stops; its stop step, name
+// and " HTTP server", lets running requests finish and cuts them when the
+// step's time runs out.
+func (p *process) serveHTTP(name string, srv *http.Server, ln net.Listener) {
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			p.failed <- fmt.Errorf("%s: serve: %w", name, err)
+		}
+	}()
+	p.onStop(name+" HTTP server", func(ctx context.Context) error {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+			return fmt.Errorf("requests still running were cut: %w", err)
+		}
+		return nil
+	})
 }
 
 // stopGRPC stops srv gracefully, letting running calls finish, and stops it

@@ -2,7 +2,6 @@ package stack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -88,18 +87,7 @@ func (p *process) serveMetrics() error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			p.failed <- fmt.Errorf("metrics: serve: %w", err)
-		}
-	}()
-	p.onStop("metrics HTTP server", func(ctx context.Context) error {
-		if err := srv.Shutdown(ctx); err != nil {
-			srv.Close()
-			return err
-		}
-		return nil
-	})
+	p.serveHTTP("metrics", srv, ln)
 	p.log.Info("metrics listening", "addr", ln.Addr().String(), "path", MetricsPath)
 	return nil
 }
@@ -139,8 +127,6 @@ func (p *process) observeStore(service string, cfg *objstore.Config) {
 // SERVING again after the first that succeeds, until the process stops.
 // Each change is logged.
 func (p *process) watchStore(service string, store *objstore.Store, health *transport.Health) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	interval := p.cfg.HealthInterval
 	w := &storeWatch{
 		store:   store,
@@ -148,30 +134,8 @@ func (p *process) watchStore(service string, store *objstore.Store, health *tran
 		log:     p.log.With("service", service, "task", "store health"),
 		timeout: min(healthTimeout, interval),
 	}
-
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				w.check(ctx)
-			}
-		}
-	}()
-
-	p.onStop(service+"'s store health check", func(stopCtx context.Context) error {
-		cancel()
-		select {
-		case <-done:
-			return nil
-		case <-stopCtx.Done():
-			return stopCtx.Err()
-		}
-	})
+	p.periodic(service+"'s store health check", interval, nil,
+		func(ctx context.Context, _ time.Time) { w.check(ctx) })
 	w.log.Debug("store health check started", "interval", interval)
 }
 

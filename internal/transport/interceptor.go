@@ -89,6 +89,16 @@ func finish(
 	st, internal := toStatus(err)
 	m.ObserveRPC(method, st.Code(), elapsed)
 
+	level := slog.LevelInfo
+	if internal || serverFault(st.Code()) {
+		level = slog.LevelError
+	} else if strings.HasPrefix(method, healthPrefix) {
+		level = slog.LevelDebug
+	}
+	if !logger.Enabled(ctx, level) {
+		return st.Err()
+	}
+
 	attrs := []slog.Attr{
 		slog.String("method", method),
 		slog.String("code", st.Code().String()),
@@ -97,14 +107,8 @@ func finish(
 	if code := ociCode(st); code != "" {
 		attrs = append(attrs, slog.String("oci_code", code))
 	}
-	level := slog.LevelInfo
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
-	}
-	if internal || serverFault(st.Code()) {
-		level = slog.LevelError
-	} else if strings.HasPrefix(method, healthPrefix) {
-		level = slog.LevelDebug
 	}
 	logger.LogAttrs(ctx, level, "rpc", attrs...)
 

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,8 +176,7 @@ func manifestLoad(o Options) func(ctx context.Context, env *Env) error {
 			return err
 		}
 		for _, method := range []string{"GET", "HEAD"} {
-			phase := map[string]string{"GET": "get", "HEAD": "head"}[method]
-			err := env.Measure(ctx, phase, func() (map[string]float64, error) {
+			err := env.Measure(ctx, strings.ToLower(method), func() (map[string]float64, error) {
 				r, err := ManifestLoad(ctx, env.Target, method, env.Repo, "latest", o.LoadConns, o.LoadDuration)
 				if err != nil {
 					return nil, err

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -33,7 +32,7 @@ func Watch(ctx context.Context, procs []Proc, interval time.Duration) (stop func
 		peak[p.Name], _ = rss(p.PID)
 	}
 
-	var mu sync.Mutex
+	// Only the sampling goroutine writes peak until stop has seen it end.
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -45,13 +44,11 @@ func Watch(ctx context.Context, procs []Proc, interval time.Duration) (stop func
 				return
 			case <-tick.C:
 			}
-			mu.Lock()
 			for _, p := range procs {
 				if r, err := rss(p.PID); err == nil && r > peak[p.Name] {
 					peak[p.Name] = r
 				}
 			}
-			mu.Unlock()
 		}
 	}()
 

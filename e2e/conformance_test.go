@@ -184,12 +184,3 @@ func logResultsYAML(t *testing.T, results string) {
 	}
 	t.Logf("results.yaml:\n%s", text)
 }
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}

@@ -209,13 +209,9 @@ func startStack(bin string, extra stackEnv) (*stack, error) {
 		"KEEL_LOG_LEVEL=debug",
 	}
 	useS3 := append([]string{"KEEL_S3_ENDPOINT=http://" + s3Addr}, storage...)
-	uploadAddrs := []string{uploadAddr}
-	if extra.uploadReplicas > 1 {
-		more, err := freePorts(extra.uploadReplicas - 1)
-		if err != nil {
-			return nil, err
-		}
-		uploadAddrs = append(uploadAddrs, more...)
+	uploadAddrs, err := morePorts(uploadAddr, extra.uploadReplicas)
+	if err != nil {
+		return nil, err
 	}
 	manifestAddrs, err := morePorts(manifestAddr, extra.manifestReplicas)
 	if err != nil {
@@ -244,11 +240,7 @@ func startStack(bin string, extra stackEnv) (*stack, error) {
 			func(p *process) error { return waitGRPC(p, authAddr) }},
 	}
 	for i, addr := range uploadAddrs {
-		name := "upload"
-		if i > 0 {
-			name = fmt.Sprintf("upload#%d", i+1)
-		}
-		steps = append(steps, step{name, append([]string{"KEEL_UPLOAD_ADDR=" + addr,
+		steps = append(steps, step{replicaName("upload", i), append([]string{"KEEL_UPLOAD_ADDR=" + addr,
 			"KEEL_PART_SIZE=" + e2ePartSize}, useS3...),
 			func(p *process) error { return waitGRPC(p, addr) }})
 	}
@@ -539,8 +531,11 @@ func (b *logBuffer) problems(n int) string {
 }
 
 // tail returns the last n lines written.
-func (b *logBuffer) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+func (b *logBuffer) tail(n int) string { return tail(b.String(), n) }
+
+// tail returns the last n lines of s, after a note of how many it left out.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = append([]string{fmt.Sprintf("[%d earlier lines]", len(lines)-n)},
 			lines[len(lines)-n:]...)

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -406,6 +407,27 @@ func (s *Store) Put(
 	return ObjectInfo{Key: key, Size: int64(len(body)), ETag: aws.ToString(out.ETag)}, nil
 }
 
+// Copy copies the object at src to dst. The server copies the bytes; none
+// pass through this process.
+func (s *Store) Copy(ctx context.Context, src, dst string) error {
+	_, err := s.client.CopyObject(ctx, &s3.CopyObjectInput{
+		Bucket:     &s.bucket,
+		Key:        aws.String(s.key(dst)),
+		CopySource: aws.String(s.copySource(src)),
+	})
+	return translate(err)
+}
+
+// copySource is the CopySource of an object: the bucket and the key, with
+// each path segment URL-encoded.
+func (s *Store) copySource(key string) string {
+	segs := strings.Split(s.key(key), "/")
+	for i, seg := range segs {
+		segs[i] = url.PathEscape(seg)
+	}
+	return s.bucket + "/" + strings.Join(segs, "/")
+}
+
 // Delete removes key. Deleting a missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{
@@ -497,6 +519,27 @@ func (s *Store) UploadPart(
 		return "", translate(err)
 	}
 	return aws.ToString(out.ETag), nil
+}
+
+// UploadPartCopy uploads part number of an upload to key from the whole
+// object at src, copied by the server, and returns the part's ETag.
+func (s *Store) UploadPartCopy(
+	ctx context.Context, key, uploadID string, number int32, src string,
+) (etag string, err error) {
+	out, err := s.client.UploadPartCopy(ctx, &s3.UploadPartCopyInput{
+		Bucket:     &s.bucket,
+		Key:        aws.String(s.key(key)),
+		UploadId:   &uploadID,
+		PartNumber: &number,
+		CopySource: aws.String(s.copySource(src)),
+	})
+	if err != nil {
+		return "", translate(err)
+	}
+	if out.CopyPartResult == nil {
+		return "", fmt.Errorf("copy part %d of %s: no result", number, key)
+	}
+	return aws.ToString(out.CopyPartResult.ETag), nil
 }
 
 // CompleteMultipart assembles the parts, in the order given, into the

@@ -656,3 +656,51 @@ func TestPresignGet(t *testing.T) {
 		t.Errorf("presigned GET of missing key: %s, want 404", resp.Status)
 	}
 }
+
+// TestCopy copies a whole object and a part, the way an upload closes a
+// session whose last bytes sit in a tail object, under a key prefix so
+// that the copy source must carry it.
+func TestCopy(t *testing.T) {
+	st, cfg := newStore(t)
+	ctx := testCtx(t)
+	cfg.Prefix = "tenant a/"
+	pst, err := objstore.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*objstore.Store{st, pst} {
+		small := randBytes(t, 3000)
+		mustPut(t, s, "uploads/x/tail/7", small)
+		if err := s.Copy(ctx, "uploads/x/tail/7", "blobdata/x"); err != nil {
+			t.Fatalf("Copy: %v", err)
+		}
+		if got, _, err := s.Get(ctx, "blobdata/x"); err != nil || !bytes.Equal(got, small) {
+			t.Fatalf("copied object = %d bytes, %v; want the source's %d", len(got), err, len(small))
+		}
+		if err := s.Copy(ctx, "uploads/none", "blobdata/y"); !errors.Is(err, objstore.ErrNotFound) {
+			t.Errorf("Copy of a missing source = %v, want ErrNotFound", err)
+		}
+
+		first := randBytes(t, 5*mib)
+		id, err := s.CreateMultipart(ctx, "blobdata/z")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e1, err := s.UploadPart(ctx, "blobdata/z", id, 1, first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2, err := s.UploadPartCopy(ctx, "blobdata/z", id, 2, "uploads/x/tail/7")
+		if err != nil {
+			t.Fatalf("UploadPartCopy: %v", err)
+		}
+		parts := []objstore.Part{{Number: 1, ETag: e1, Size: 5 * mib}, {Number: 2, ETag: e2, Size: 3000}}
+		if _, err := s.CompleteMultipart(ctx, "blobdata/z", id, parts); err != nil {
+			t.Fatalf("CompleteMultipart: %v", err)
+		}
+		got, _, err := s.Get(ctx, "blobdata/z")
+		if err != nil || !bytes.Equal(got, append(first, small...)) {
+			t.Fatalf("object with a copied part = %d bytes, %v", len(got), err)
+		}
+	}
+}

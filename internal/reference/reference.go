@@ -52,6 +52,14 @@ const (
 // hexLen is the length of each algorithm's hex encoding.
 var hexLen = map[Algorithm]int{SHA256: 64, SHA512: 128}
 
+// ParseAlgorithm validates s as the name of a supported algorithm.
+func ParseAlgorithm(s string) (Algorithm, error) {
+	if _, known := hexLen[Algorithm(s)]; !known {
+		return "", ocierr.New(ocierr.DigestInvalid, "unsupported digest algorithm %.80q", s)
+	}
+	return Algorithm(s), nil
+}
+
 // Digest is a validated "algorithm:hex" content digest.
 type Digest string
 

@@ -57,3 +57,16 @@ func TestParseDigest(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAlgorithm(t *testing.T) {
+	for _, s := range []string{"sha256", "sha512"} {
+		if a, err := ParseAlgorithm(s); err != nil || string(a) != s {
+			t.Errorf("ParseAlgorithm(%q) = %q, %v; want it back", s, a, err)
+		}
+	}
+	for _, s := range []string{"", "md5", "SHA256", "sha256:"} {
+		if _, err := ParseAlgorithm(s); !ocierr.Is(err, ocierr.DigestInvalid) {
+			t.Errorf("ParseAlgorithm(%q) = %v, want DIGEST_INVALID", s, err)
+		}
+	}
+}

@@ -80,6 +80,32 @@ func TestBadInput(t *testing.T) {
 		intact(t)
 	})
 
+	t.Run("unsupported digest algorithm hint", func(t *testing.T) {
+		resp := admin.do("POST", "/v2/"+repo+"/blobs/uploads/?digest-algorithm=md5", nil, nil)
+		assertOCIError(t, "POST with digest-algorithm=md5", resp,
+			http.StatusBadRequest, "DIGEST_INVALID")
+		intact(t)
+	})
+
+	t.Run("close with an algorithm the session did not hash in", func(t *testing.T) {
+		resp := admin.do("POST", "/v2/"+repo+"/blobs/uploads/?digest-algorithm=sha512", nil, nil)
+		if resp.status != http.StatusAccepted {
+			t.Fatalf("POST upload = %d %s, want 202", resp.status, resp.body)
+		}
+		content := randomBytes(t, 4096)
+		location := resp.header.Get("Location")
+		sep := "?"
+		if strings.Contains(location, "?") {
+			sep = "&"
+		}
+		wrong := sha256Digest(randomBytes(t, 16))
+		resp = admin.do("PUT", location+sep+"digest="+wrong,
+			http.Header{"Content-Type": {"application/octet-stream"}}, content)
+		assertOCIError(t, "PUT with a wrong sha256 on a sha512 session", resp,
+			http.StatusBadRequest, "DIGEST_INVALID")
+		intact(t)
+	})
+
 	t.Run("unknown upload id", func(t *testing.T) {
 		path := "/v2/" + repo + "/blobs/uploads/" + randomHex(16)
 		assertOCIError(t, "GET unknown upload", admin.do("GET", path, nil, nil),

@@ -211,6 +211,8 @@ type fakeUploads struct {
 	links    map[string]map[string]bool
 	writes   []writeRecord
 	commits  []writeRecord
+	// hints are the digest algorithms sessions were opened with, in order.
+	hints []string
 	// redirect, when set, answers ReadBlob requests that ask for a redirect.
 	redirect string
 }
@@ -234,6 +236,7 @@ func (f *fakeUploads) StartUpload(
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.next++
+	f.hints = append(f.hints, req.GetDigestAlgorithm())
 	id := fmt.Sprintf("upload-%d", f.next)
 	f.sessions[id] = &fakeSession{repo: req.GetRepository()}
 	return &uploadv1.StartUploadResponse{Status: &uploadv1.UploadStatus{

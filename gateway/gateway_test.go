@@ -419,6 +419,40 @@ func TestMount(t *testing.T) {
 	}
 }
 
+// TestDigestAlgorithmHint checks that a POST passes on the algorithm its
+// session will be closed with, when it says: the digest-algorithm
+// parameter, or the algorithm of a mount or digest parameter.
+func TestDigestAlgorithmHint(t *testing.T) {
+	h := newHarness(t, harnessConfig{})
+	s512 := "sha512:" + strings.Repeat("ab", 64)
+	blob := []byte("monolithic")
+	for _, tc := range []struct {
+		query, want string
+		body        []byte
+	}{
+		{"", "", nil},
+		{"?digest-algorithm=sha512", "sha512", nil},
+		{"?digest-algorithm=sha256", "sha256", nil},
+		{"?mount=" + s512, "sha512", nil},
+		{"?mount=" + s512 + "&from=team/none", "sha512", nil},
+		{"?digest=" + sha256Digest(blob), "sha256", blob},
+	} {
+		h.uploads.mu.Lock()
+		h.uploads.hints = nil
+		h.uploads.mu.Unlock()
+		resp, body := h.do(t, http.MethodPost, "/v2/team/app/blobs/uploads/"+tc.query, tc.body)
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST %s = %d %s", tc.query, resp.StatusCode, body)
+		}
+		h.uploads.mu.Lock()
+		hints := h.uploads.hints
+		h.uploads.mu.Unlock()
+		if len(hints) != 1 || hints[0] != tc.want {
+			t.Errorf("POST %s opened sessions with algorithms %q, want [%q]", tc.query, hints, tc.want)
+		}
+	}
+}
+
 func TestMountNeedsPullOnSource(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	d := h.pushBlob(t, "team/secret", []byte("secret layer"))

@@ -33,7 +33,8 @@ func (g *gateway) startUpload(w http.ResponseWriter, req *request) error {
 // openSession starts an upload session and answers 202 with its URL.
 func (g *gateway) openSession(w http.ResponseWriter, req *request) error {
 	resp, err := g.uploads.StartUpload(req.Context(), &uploadv1.StartUploadRequest{
-		Repository: req.name,
+		Repository:      req.name,
+		DigestAlgorithm: algorithmHint(req.URL.Query()),
 	})
 	if err != nil {
 		return err
@@ -44,6 +45,22 @@ func (g *gateway) openSession(w http.ResponseWriter, req *request) error {
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// algorithmHint returns the digest algorithm a POST says its session will
+// be closed with, so that the upload service hashes in it from the first
+// byte: the digest-algorithm parameter, else the algorithm of the digest
+// in a mount or digest parameter; "" when the request does not say.
+func algorithmHint(q url.Values) string {
+	if a := q.Get("digest-algorithm"); a != "" {
+		return a
+	}
+	for _, k := range []string{"mount", "digest"} {
+		if d, err := reference.ParseDigest(q.Get(k)); err == nil {
+			return string(d.Algorithm())
+		}
+	}
+	return ""
 }
 
 // mountBlob links a blob from another repository. When that is not
@@ -103,7 +120,8 @@ func (g *gateway) uploadWhole(w http.ResponseWriter, req *request, digest string
 		return err
 	}
 	start, err := g.uploads.StartUpload(req.Context(), &uploadv1.StartUploadRequest{
-		Repository: req.name,
+		Repository:      req.name,
+		DigestAlgorithm: algorithmHint(req.URL.Query()),
 	})
 	if err != nil {
 		return err

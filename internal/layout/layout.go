@@ -21,7 +21,7 @@ type Path interface{ path() }
 //	blobdata/<upload-id>                 a blob's bytes, written once by the
 //	                                     upload that produced them
 //	uploads/<upload-id>/state            upload session state (JSON)
-//	uploads/<upload-id>/tail/<version>   bytes not yet filling a part
+//	uploads/<upload-id>/tail/<id>        bytes not yet filling a part
 //	links/<repo>/_blobs/<alg>/<hex>      the blob is visible in <repo>
 //	manifests/<repo>/_revisions/<alg>/<hex>
 //	                                     a manifest: media type and bytes
@@ -54,7 +54,7 @@ func Key(p Path) string {
 	case UploadState:
 		return "uploads/" + p.UploadID + "/state"
 	case UploadTail:
-		return fmt.Sprintf("uploads/%s/tail/%d", p.UploadID, p.Version)
+		return fmt.Sprintf("uploads/%s/tail/%d", p.UploadID, p.ID)
 	case UploadDir:
 		return "uploads/" + p.UploadID + "/"
 	case Uploads:
@@ -101,11 +101,11 @@ type BlobData struct{ UploadID string }
 // UploadState is an upload session's state.
 type UploadState struct{ UploadID string }
 
-// UploadTail holds a session's bytes that do not yet fill a part, as of a
-// state version.
+// UploadTail holds a session's bytes that do not yet fill a part. ID is a
+// number the writer that stored them picked at random.
 type UploadTail struct {
 	UploadID string
-	Version  int64
+	ID       int64
 }
 
 // UploadDir is the prefix of everything a session keeps.

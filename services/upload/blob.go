@@ -2,6 +2,7 @@ package upload
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,62 +25,131 @@ type blobRecord struct {
 	Data string `json:"data"`
 }
 
-// commit verifies the digest of everything written and publishes the blob.
-// On a mismatch the session and everything it wrote are removed.
+// commit closes the session: it verifies the digest, turns the session's
+// bytes into the blob's data object and publishes the blob. On a mismatch
+// the session and everything it wrote are removed.
+//
+// When the client names the algorithm the session hashed in (sha256, or
+// the one it named when it opened the session), the digest is checked
+// before anything is written, from the hash state alone. Another algorithm
+// is checked by reading the data object back once (verifyStored). This is
+// the only close that takes time in proportion to the blob's size.
 func (w *writer) commit(ctx context.Context, want reference.Digest) (*uploadv1.BlobDescriptor, error) {
 	if err := w.drain(ctx); err != nil {
 		return nil, err
 	}
 
-	size := w.sess.partsSize() + int64(len(w.buf))
-	if got := w.hash.digest(want.Algorithm()); got != want {
-		if err := w.srv.removeSession(ctx, w.id, w.sess, true); err != nil {
-			return nil, err
-		}
-		return nil, ocierr.New(ocierr.DigestInvalid,
-			"digest %s does not match the uploaded content", want)
+	size := w.sess.partsSize() + w.pending()
+	hashed := want.Algorithm() == w.sess.Algorithm
+	if hashed && w.digest() != want {
+		return nil, w.mismatch(ctx, want)
+	}
+
+	// The claim and, for a checked digest, the mark that the bytes are
+	// complete go in one conditional write, before the data object is
+	// written: an attempt that lost a race must not write it.
+	w.takeOver()
+	if hashed {
+		w.sess.Committed = want.String()
+	}
+	if err := w.save(ctx); err != nil {
+		return nil, err
 	}
 
 	if err := w.complete(ctx); err != nil {
 		return nil, err
 	}
-	w.sess.Committed = want.String()
-	if err := w.save(ctx); err != nil {
-		return nil, err
+	if !hashed {
+		if err := w.verifyStored(ctx, want); err != nil {
+			return nil, err
+		}
+		w.sess.Committed = want.String()
+		if err := w.save(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	if err := w.srv.publish(ctx, w.sess.Repo, want, size, w.id); err != nil {
 		return nil, err
 	}
-	if err := w.srv.removeSession(ctx, w.id, w.sess, false); err != nil {
-		return nil, err
-	}
+	w.srv.forget(ctx, w.id, w.sess)
 	return &uploadv1.BlobDescriptor{Digest: want.String(), Size: size}, nil
 }
 
-// complete turns the session's bytes into the data object: one small put
+// digest returns the digest of every byte written, in the session's
+// algorithm.
+func (w *writer) digest() reference.Digest {
+	return reference.Digest(string(w.sess.Algorithm) + ":" + hex.EncodeToString(w.hash.sum()))
+}
+
+// mismatch removes the session and everything it wrote, and returns the
+// DIGEST_INVALID error for want.
+func (w *writer) mismatch(ctx context.Context, want reference.Digest) error {
+	if err := w.srv.removeSession(ctx, w.id, w.sess, true); err != nil {
+		return err
+	}
+	return ocierr.New(ocierr.DigestInvalid,
+		"digest %s does not match the uploaded content", want)
+}
+
+// verifyStored reads the completed data object back and checks that it
+// hashes to want.
+func (w *writer) verifyStored(ctx context.Context, want reference.Digest) error {
+	key := layout.Key(layout.BlobData{UploadID: w.id})
+	body, _, err := w.srv.store.Open(ctx, key, 0, -1)
+	if err != nil {
+		return fmt.Errorf("read back blob of upload %s: %w", w.id, err)
+	}
+	defer body.Close()
+
+	h := newHash(want.Algorithm())
+	if _, err := io.Copy(h, body); err != nil {
+		return fmt.Errorf("read back blob of upload %s: %w", w.id, err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != want.Hex() {
+		return w.mismatch(ctx, want)
+	}
+	return nil
+}
+
+// complete turns the session's bytes into the data object: one small write
 // for a blob shorter than a part, else the last part and
-// CompleteMultipartUpload. Neither reads nor rewrites committed parts.
+// CompleteMultipartUpload. A tail that this attempt did not load (it
+// brought no new bytes) is copied by the store. Nothing reads or rewrites
+// committed parts.
 func (w *writer) complete(ctx context.Context) error {
 	key := layout.Key(layout.BlobData{UploadID: w.id})
+	tail := layout.Key(layout.UploadTail{UploadID: w.id, ID: w.sess.TailID})
 	if w.sess.MultipartID == "" {
-		if _, err := w.srv.store.Put(ctx, key, w.buf, objstore.Condition{}); err != nil {
+		var err error
+		if w.tailLoaded {
+			_, err = w.srv.store.Put(ctx, key, w.buf, objstore.Condition{})
+		} else {
+			err = w.srv.store.Copy(ctx, tail, key)
+		}
+		if err != nil {
 			return fmt.Errorf("store blob of upload %s: %w", w.id, err)
 		}
 		return nil
 	}
 
 	parts := w.sess.Parts
-	if len(w.buf) > 0 {
+	if n := w.pending(); n > 0 {
 		if w.next > maxParts {
 			return ocierr.New(ocierr.SizeInvalid,
 				"blob exceeds %d parts of %d bytes", maxParts, w.sess.PartSize)
 		}
-		etag, err := w.srv.store.UploadPart(ctx, key, w.sess.MultipartID, w.next, w.buf)
+		var etag string
+		var err error
+		if w.tailLoaded {
+			etag, err = w.srv.store.UploadPart(ctx, key, w.sess.MultipartID, w.next, w.buf)
+		} else {
+			etag, err = w.srv.store.UploadPartCopy(ctx, key, w.sess.MultipartID, w.next, tail)
+		}
 		if err != nil {
 			return fmt.Errorf("upload last part of %s: %w", w.id, err)
 		}
-		parts = append(parts, objstore.Part{Number: w.next, ETag: etag, Size: int64(len(w.buf))})
+		parts = append(parts, objstore.Part{Number: w.next, ETag: etag, Size: n})
 	}
 	if _, err := w.srv.store.CompleteMultipart(ctx, key, w.sess.MultipartID, parts); err != nil {
 		return fmt.Errorf("complete upload %s: %w", w.id, err)
@@ -87,9 +157,11 @@ func (w *writer) complete(ctx context.Context) error {
 	return nil
 }
 
-// publish records a verified blob and links it into repo. When another
-// upload published the same digest first, its record wins and this
-// upload's data object is deleted: both hold the same bytes.
+// publish records a verified blob and links it into repo, both at once.
+// When another upload published the same digest first, its record wins and
+// this upload's data object is deleted: both hold the same bytes. A link
+// whose record failed to be written shows nothing: a blob is visible only
+// with both.
 func (srv *Server) publish(
 	ctx context.Context, repo string, d reference.Digest, size int64, uploadID string,
 ) error {
@@ -97,22 +169,23 @@ func (srv *Server) publish(
 	if err != nil {
 		return err
 	}
+
+	linked := make(chan error, 1)
+	go func() { linked <- srv.link(ctx, repo, d) }()
+
 	_, err = srv.store.Put(ctx, layout.Key(layout.Blob{Digest: d}), rec,
 		objstore.Condition{IfNoneMatch: true})
 	switch {
 	case errors.Is(err, objstore.ErrPreconditionFailed):
 		existing, rerr := srv.record(ctx, d)
-		if rerr != nil {
-			return rerr
-		}
-		if existing.Data != uploadID {
+		err = rerr
+		if rerr == nil && existing.Data != uploadID {
 			srv.store.Delete(ctx, layout.Key(layout.BlobData{UploadID: uploadID}))
 		}
 	case err != nil:
-		return fmt.Errorf("publish blob %s: %w", d, err)
+		err = fmt.Errorf("publish blob %s: %w", d, err)
 	}
-
-	return srv.link(ctx, repo, d)
+	return errors.Join(err, <-linked)
 }
 
 // link makes a blob visible in a repository.

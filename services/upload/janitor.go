@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keel-registry/keel/internal/layout"
+	"github.com/keel-registry/keel/internal/objstore"
 	"github.com/keel-registry/keel/internal/reference"
 )
 
@@ -39,10 +41,15 @@ func (srv *Server) RemoveAbandoned(ctx context.Context, now time.Time) (int, err
 // removeIfAbandoned removes one session if it is too old.
 func (srv *Server) removeIfAbandoned(ctx context.Context, id string, now time.Time) (bool, error) {
 	b, _, err := srv.store.Get(ctx, layout.Key(layout.UploadState{UploadID: id}))
-	if err != nil {
-		// A session without state is debris of a removal that stopped
-		// half-way; its own listing is all that is left to delete.
+	if errors.Is(err, objstore.ErrNotFound) {
+		// A session without state is what a closed session leaves when a
+		// tail outlived it (one an attempt that died had stored), or
+		// debris of a removal that stopped half-way; its own listing is
+		// all that is left to delete.
 		return false, srv.deletePrefix(ctx, layout.Key(layout.UploadDir{UploadID: id}))
+	}
+	if err != nil {
+		return false, fmt.Errorf("read upload %s: %w", id, err)
 	}
 	var sess session
 	if err := json.Unmarshal(b, &sess); err != nil {
@@ -79,6 +86,25 @@ func (srv *Server) removeSession(ctx context.Context, id string, sess *session, 
 		}
 	}
 	return srv.deletePrefix(ctx, layout.Key(layout.UploadDir{UploadID: id}))
+}
+
+// forget deletes a closed session's state and tail, at once. It is best
+// effort: the blob is already published, and what a failure leaves behind
+// is the janitor's to remove (a committed session's data is kept when its
+// blob's record names it). A tail that an attempt which died had stored is
+// left for the janitor too, which deletes whatever remains under a session
+// without state.
+func (srv *Server) forget(ctx context.Context, id string, sess *session) {
+	ctx = context.WithoutCancel(ctx)
+	keys := []string{layout.Key(layout.UploadState{UploadID: id})}
+	if sess.TailID != 0 {
+		keys = append(keys, layout.Key(layout.UploadTail{UploadID: id, ID: sess.TailID}))
+	}
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		wg.Go(func() { srv.store.Delete(ctx, k) })
+	}
+	wg.Wait()
 }
 
 // deletePrefix deletes every object under prefix, the session state last so

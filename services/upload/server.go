@@ -83,11 +83,18 @@ func (srv *Server) StartUpload(
 		return nil, err
 	}
 
+	alg := reference.SHA256
+	if a := req.GetDigestAlgorithm(); a != "" {
+		var err error
+		if alg, err = reference.ParseAlgorithm(a); err != nil {
+			return nil, err
+		}
+	}
+
 	id := newID()
 	now := time.Now().UTC()
-	// No hash state yet: restoreHashes starts empty hashes for it.
 	sess := &session{Repo: req.GetRepository(), Created: now, Updated: now,
-		PartSize: srv.opts.PartSize, NextPart: 1}
+		PartSize: srv.opts.PartSize, NextPart: 1, Algorithm: alg}
 	if err := (sessions{srv.store}).create(ctx, id, sess); err != nil {
 		return nil, err
 	}
@@ -122,7 +129,7 @@ func (srv *Server) WriteUpload(stream uploadv1.UploadService_WriteUploadServer) 
 	return stream.SendAndClose(&uploadv1.WriteUploadResponse{Status: status(w.id, w.sess)})
 }
 
-// receive claims a session and writes the chunks next yields, checking them
+// receive opens a session and writes the chunks next yields, checking them
 // against the declared length. On success the caller owns the returned
 // writer and must finish, commit or abandon it.
 func (srv *Server) receive(
@@ -132,7 +139,7 @@ func (srv *Server) receive(
 	if err := reference.ValidateName(repo); err != nil {
 		return nil, err
 	}
-	w, err := srv.claim(ctx, repo, id, start)
+	w, err := srv.open(ctx, repo, id, start)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/keel-registry/keel/internal/layout"
 	"github.com/keel-registry/keel/internal/objstore"
 	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/reference"
 )
 
 // session is an upload session's state. It lives in the object store
@@ -47,25 +48,29 @@ type session struct {
 	NextPart int32 `json:"nextPart"`
 	// Offset is the number of bytes committed: parts plus tail.
 	Offset int64 `json:"offset"`
-	// TailVersion names the tail object (layout.UploadTail); zero when the
-	// tail is empty.
-	TailVersion int64 `json:"tailVersion,omitempty"`
+	// TailID names the tail object (layout.UploadTail); zero when the tail
+	// is empty. It is a random number picked by the writer that stored the
+	// tail, so that two writers racing on one session never write the same
+	// tail object: only the one whose state write wins is ever read.
+	TailID int64 `json:"tailId,omitempty"`
 	// TailSize is the tail's length in bytes.
 	TailSize int64 `json:"tailSize,omitempty"`
-	// SHA256 and SHA512 are the serialized hash states over the first
-	// Offset bytes. Both are kept because the client names the algorithm
-	// only when it closes the upload.
-	SHA256 []byte `json:"sha256"`
-	SHA512 []byte `json:"sha512"`
-	// Version counts writes to the state; tail object names use it so an
-	// old tail is never overwritten in place.
+	// Algorithm is the digest algorithm the session hashes its bytes in:
+	// the one the client named when it opened the session, else sha256.
+	Algorithm reference.Algorithm `json:"algorithm"`
+	// Hash is the serialized state of that hash over the first Offset
+	// bytes; empty before the first byte.
+	Hash []byte `json:"hash,omitempty"`
+	// Version counts writes to the state.
 	Version int64 `json:"version"`
 	// Writer is the id of the write attempt that holds the session, empty
 	// when none does. A new attempt may take the session over from a
 	// writer that died; see claim.
 	Writer string `json:"writer,omitempty"`
 	// Committed is the digest of a session whose bytes are complete and
-	// verified, set just before the blob is published.
+	// verified, set before its data object is written (or, for a digest
+	// verified by reading the data back, just after) and before the blob
+	// is published. A committed session takes no more writes.
 	Committed string `json:"committed,omitempty"`
 }
 
@@ -76,28 +81,22 @@ func (s *session) partsSize() int64 {
 	return int64(len(s.Parts)) * s.PartSize
 }
 
-// hashes is the SHA-256 and SHA-512 of a session's bytes, as restored from
-// its state; a hashPipe feeds them.
-type hashes struct {
-	sha256 hash.Hash
-	sha512 hash.Hash
+// newHash returns an empty hash of algorithm alg.
+func newHash(alg reference.Algorithm) hash.Hash {
+	if alg == reference.SHA512 {
+		return sha512.New()
+	}
+	return sha256.New()
 }
 
-func newHashes() hashes {
-	return hashes{sha256: sha256.New(), sha512: sha512.New()}
-}
-
-// restoreHashes rebuilds the running hashes from a session.
-func restoreHashes(s *session) (hashes, error) {
-	h := newHashes()
-	if len(s.SHA256) == 0 {
+// restoreHash rebuilds a session's running hash from its state.
+func restoreHash(s *session) (hash.Hash, error) {
+	h := newHash(s.Algorithm)
+	if len(s.Hash) == 0 {
 		return h, nil
 	}
-	if err := h.sha256.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.SHA256); err != nil {
-		return h, fmt.Errorf("restore sha256 state: %w", err)
-	}
-	if err := h.sha512.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.SHA512); err != nil {
-		return h, fmt.Errorf("restore sha512 state: %w", err)
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.Hash); err != nil {
+		return nil, fmt.Errorf("restore %s state: %w", s.Algorithm, err)
 	}
 	return h, nil
 }
@@ -117,8 +116,8 @@ type sessions struct {
 }
 
 // load reads a session and the ETag that a conditional write must match.
-// A session that does not exist, or belongs to another repository, is
-// BLOB_UPLOAD_UNKNOWN.
+// A session that does not exist, belongs to another repository or has
+// closed is BLOB_UPLOAD_UNKNOWN.
 func (ss sessions) load(ctx context.Context, repo, id string) (*session, string, error) {
 	if !uploadIDPattern.MatchString(id) {
 		return nil, "", ocierr.New(ocierr.BlobUploadUnknown, "upload %.40q unknown", id)
@@ -136,6 +135,9 @@ func (ss sessions) load(ctx context.Context, repo, id string) (*session, string,
 	}
 	if s.Repo != repo {
 		return nil, "", ocierr.New(ocierr.BlobUploadUnknown, "upload %s unknown", id)
+	}
+	if s.Committed != "" {
+		return nil, "", ocierr.New(ocierr.BlobUploadUnknown, "upload %s is finished", id)
 	}
 	return &s, info.ETag, nil
 }

@@ -2,6 +2,8 @@ package upload
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -21,22 +23,41 @@ const maxParts = 10000
 // order. Memory is bounded by (Parallelism + 1) part buffers, whatever the
 // size of the blob.
 //
+// An attempt writes nothing until it has to. Before its first part it
+// claims the session: it marks the state with its own writer id, a
+// conditional write, so of two attempts racing to upload parts one fails
+// at once with a 416. An attempt that never fills a part (a small PATCH,
+// or a close that brings no bytes) skips the claim: its tail object has a
+// name no other attempt uses, and its one state write is conditional on
+// the state it read, so a race still costs the loser a 416 and nothing
+// else.
+//
 // Part numbers are never reused between attempts: when an attempt takes a
 // session over from a writer that did not finish (it died, or its client
 // went away), it skips Parallelism numbers, past any part the old writer
 // may still have in flight. An overwritten part could otherwise be listed
 // with a stale ETag and fail the final CompleteMultipartUpload.
 type writer struct {
-	srv   *Server
-	id    string
-	sess  *session
-	etag  string
-	hash  *hashPipe
-	buf   []byte
-	next  int32
-	queue []*pendingPart
-	// oldTail is the tail object this attempt read, deleted once its bytes
-	// are safely in a part or a newer tail.
+	srv  *Server
+	id   string
+	sess *session
+	etag string
+	hash *hashPipe
+	// buf holds the bytes past the committed parts that are not in a part
+	// yet: the stored tail once it is loaded, then the bytes received.
+	buf []byte
+	// tailLoaded reports that buf starts with the stored tail. The tail is
+	// read only when new bytes arrive; a close that brings none has the
+	// store copy the tail instead.
+	tailLoaded bool
+	// received reports that the attempt has received at least one byte.
+	received bool
+	// claimed reports that the attempt holds the session (see takeOver).
+	claimed bool
+	next    int32
+	queue   []*pendingPart
+	// oldTail is the tail object this attempt started from, deleted once its
+	// bytes are safely in a part or a newer tail.
 	oldTail int64
 }
 
@@ -52,12 +73,10 @@ type pendingPart struct {
 	err    error
 }
 
-// claim starts a write attempt on a session. When start is not nil it must
-// equal the committed offset. The claim itself is a conditional write, so
-// of two attempts that race, one fails here with a 416.
-func (srv *Server) claim(ctx context.Context, repo, id string, start *int64) (*writer, error) {
-	ss := sessions{srv.store}
-	sess, etag, err := ss.load(ctx, repo, id)
+// open starts a write attempt on a session. When start is not nil it must
+// equal the committed offset.
+func (srv *Server) open(ctx context.Context, repo, id string, start *int64) (*writer, error) {
+	sess, etag, err := sessions{srv.store}.load(ctx, repo, id)
 	if err != nil {
 		return nil, err
 	}
@@ -67,37 +86,39 @@ func (srv *Server) claim(ctx context.Context, repo, id string, start *int64) (*w
 			"chunk starts at %d but the upload has %d bytes", *start, sess.Offset)
 	}
 
-	h, err := restoreHashes(sess)
+	h, err := restoreHash(sess)
 	if err != nil {
 		return nil, err
 	}
-
-	if sess.Writer != "" {
-		sess.NextPart += int32(srv.opts.Parallelism)
-	}
-	sess.Writer = newID()
-	etag, err = ss.save(ctx, id, sess, etag)
-	if errors.Is(err, errConflict) {
-		return nil, srv.conflict(ctx, repo, id)
-	}
-	if err != nil {
-		return nil, err
-	}
-
 	w := &writer{srv: srv, id: id, sess: sess, etag: etag, hash: startHashPipe(h),
-		next: sess.NextPart}
+		next: sess.NextPart, tailLoaded: sess.TailSize == 0, oldTail: sess.TailID}
 	w.buf = srv.buffers.get()
-	if sess.TailSize > 0 {
-		tail, _, err := srv.store.Get(ctx, layout.Key(layout.UploadTail{
-			UploadID: id, Version: sess.TailVersion}))
-		if err != nil {
-			w.release()
-			return nil, fmt.Errorf("read tail of upload %s: %w", id, err)
-		}
-		w.buf = append(w.buf, tail...)
-		w.oldTail = sess.TailVersion
-	}
 	return w, nil
+}
+
+// takeOver makes the session this attempt's in memory; the next state write
+// makes it so in the store. Taking over from a writer that did not finish
+// skips the part numbers it may still have in flight.
+func (w *writer) takeOver() {
+	if w.claimed {
+		return
+	}
+	if w.sess.Writer != "" {
+		w.sess.NextPart += int32(w.srv.opts.Parallelism)
+	}
+	w.sess.Writer = newID()
+	w.next = w.sess.NextPart
+	w.claimed = true
+}
+
+// letGo marks the session as held by no writer. An attempt that never
+// claimed it still skips the part numbers of a writer that did not
+// finish, so that no later attempt reuses them.
+func (w *writer) letGo() {
+	if !w.claimed && w.sess.Writer != "" {
+		w.sess.NextPart += int32(w.srv.opts.Parallelism)
+	}
+	w.sess.Writer = ""
 }
 
 // conflict answers a write that lost a race for the session with a 416
@@ -120,7 +141,14 @@ func (w *writer) write(ctx context.Context, next func() ([]byte, error)) error {
 		if err != nil {
 			return err
 		}
+		if len(chunk) == 0 {
+			continue
+		}
+		if err := w.loadTail(ctx); err != nil {
+			return err
+		}
 
+		w.received = true
 		for len(chunk) > 0 {
 			n := min(len(chunk), int(w.sess.PartSize)-len(w.buf))
 			w.buf = append(w.buf, chunk[:n]...)
@@ -135,15 +163,42 @@ func (w *writer) write(ctx context.Context, next func() ([]byte, error)) error {
 	}
 }
 
+// loadTail reads the stored tail into the empty buffer, once. A tail that
+// is gone was replaced by another attempt, which makes this one stale.
+func (w *writer) loadTail(ctx context.Context) error {
+	if w.tailLoaded {
+		return nil
+	}
+	key := layout.Key(layout.UploadTail{UploadID: w.id, ID: w.sess.TailID})
+	tail, _, err := w.srv.store.Get(ctx, key)
+	if errors.Is(err, objstore.ErrNotFound) {
+		return w.srv.conflict(ctx, w.sess.Repo, w.id)
+	}
+	if err != nil {
+		return fmt.Errorf("read tail of upload %s: %w", w.id, err)
+	}
+	w.buf = append(w.buf, tail...)
+	w.tailLoaded = true
+	return nil
+}
+
+// pending returns the number of bytes past the committed parts.
+func (w *writer) pending() int64 {
+	if w.tailLoaded {
+		return int64(len(w.buf))
+	}
+	return w.sess.TailSize
+}
+
 // flush starts uploading the full buffer as a part, first committing the
 // oldest part in flight when Parallelism parts already are.
 func (w *writer) flush(ctx context.Context) error {
+	if err := w.prepareParts(ctx); err != nil {
+		return err
+	}
 	if w.next > maxParts {
 		return ocierr.New(ocierr.SizeInvalid,
 			"blob exceeds %d parts of %d bytes", maxParts, w.sess.PartSize)
-	}
-	if err := w.ensureMultipart(ctx); err != nil {
-		return err
 	}
 
 	end := w.sess.partsSize() + int64(len(w.queue)+1)*w.sess.PartSize
@@ -165,22 +220,29 @@ func (w *writer) flush(ctx context.Context) error {
 	return nil
 }
 
-// ensureMultipart creates the session's multipart upload on its first part
-// and records it before any part is sent.
-func (w *writer) ensureMultipart(ctx context.Context) error {
-	if w.sess.MultipartID != "" {
+// prepareParts claims the session before the attempt's first part, and
+// starts the session's multipart upload in the same state write if it has
+// none yet. Once it has returned, the attempt may upload parts.
+func (w *writer) prepareParts(ctx context.Context) error {
+	if w.claimed && w.sess.MultipartID != "" {
 		return nil
 	}
 
 	key := layout.Key(layout.BlobData{UploadID: w.id})
-	mid, err := w.srv.store.CreateMultipart(ctx, key)
-	if err != nil {
-		return fmt.Errorf("start multipart upload for %s: %w", w.id, err)
+	created := ""
+	if w.sess.MultipartID == "" {
+		mid, err := w.srv.store.CreateMultipart(ctx, key)
+		if err != nil {
+			return fmt.Errorf("start multipart upload for %s: %w", w.id, err)
+		}
+		w.sess.MultipartID, created = mid, mid
 	}
 
-	w.sess.MultipartID = mid
+	w.takeOver()
 	if err := w.save(ctx); err != nil {
-		w.srv.store.AbortMultipart(context.WithoutCancel(ctx), key, mid)
+		if created != "" {
+			w.srv.store.AbortMultipart(context.WithoutCancel(ctx), key, created)
+		}
 		return err
 	}
 	return nil
@@ -192,7 +254,7 @@ func (w *writer) commitOldest(ctx context.Context) error {
 	p := w.queue[0]
 	w.queue = w.queue[1:]
 	<-p.done
-	s256, s512, err := p.hashed.wait() // the part's bytes are hashed too
+	state, err := p.hashed.wait() // the part's bytes are hashed too
 	w.srv.buffers.put(p.buf)
 	if p.err != nil {
 		return fmt.Errorf("upload part %d of %s: %w", p.number, w.id, p.err)
@@ -204,8 +266,8 @@ func (w *writer) commitOldest(ctx context.Context) error {
 	w.sess.Parts = append(w.sess.Parts, objstore.Part{Number: p.number, ETag: p.etag, Size: p.size})
 	w.sess.NextPart = p.number + 1
 	w.sess.Offset = p.end
-	w.sess.SHA256, w.sess.SHA512 = s256, s512
-	w.sess.TailVersion, w.sess.TailSize = 0, 0
+	w.sess.Hash = state
+	w.sess.TailID, w.sess.TailSize = 0, 0
 	if err := w.save(ctx); err != nil {
 		return err
 	}
@@ -239,43 +301,50 @@ func (w *writer) save(ctx context.Context) error {
 }
 
 // finish ends a WriteUpload attempt cleanly: it commits the parts in flight,
-// stores the remaining bytes as the new tail and releases the session.
+// stores the remaining bytes as the new tail and lets the session go. An
+// attempt that received nothing leaves the session as it found it.
 func (w *writer) finish(ctx context.Context) error {
 	if err := w.drain(ctx); err != nil {
 		return err
 	}
+	if !w.received {
+		return nil
+	}
 
-	version := w.sess.Version + 1
-	if len(w.buf) > 0 && w.oldTail != 0 && int64(len(w.buf)) == w.sess.TailSize {
-		// Nothing new arrived: the stored tail still holds these bytes.
-		version = w.sess.TailVersion
-	} else if len(w.buf) > 0 {
-		key := layout.Key(layout.UploadTail{UploadID: w.id, Version: version})
+	var tail int64
+	if len(w.buf) > 0 {
+		tail = newTailID()
+		key := layout.Key(layout.UploadTail{UploadID: w.id, ID: tail})
 		if _, err := w.srv.store.Put(ctx, key, w.buf, objstore.Condition{}); err != nil {
 			return fmt.Errorf("store tail of upload %s: %w", w.id, err)
 		}
 	}
 
-	s256, s512, err := w.hash.snapshot().wait()
+	state, err := w.hash.snapshot().wait()
 	if err != nil {
 		return err
 	}
-	w.sess.SHA256, w.sess.SHA512 = s256, s512
+	w.sess.Hash = state
 	w.sess.Offset = w.sess.partsSize() + int64(len(w.buf))
-	w.sess.TailSize = int64(len(w.buf))
-	w.sess.TailVersion = 0
-	if len(w.buf) > 0 {
-		w.sess.TailVersion = version
-	}
-	w.sess.Writer = ""
+	w.sess.TailID, w.sess.TailSize = tail, int64(len(w.buf))
+	w.letGo()
 	if err := w.save(ctx); err != nil {
+		if tail != 0 {
+			key := layout.Key(layout.UploadTail{UploadID: w.id, ID: tail})
+			w.srv.store.Delete(context.WithoutCancel(ctx), key)
+		}
 		return err
 	}
 
-	if w.sess.TailVersion != w.oldTail {
-		w.dropOldTail(ctx)
-	}
+	w.dropOldTail(ctx)
 	return nil
+}
+
+// newTailID returns a random positive tail id.
+func newTailID() int64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return int64(binary.BigEndian.Uint64(b[:])>>1) | 1
 }
 
 // dropOldTail deletes the tail object this attempt started from, once its
@@ -285,7 +354,7 @@ func (w *writer) dropOldTail(ctx context.Context) {
 	if w.oldTail == 0 {
 		return
 	}
-	key := layout.Key(layout.UploadTail{UploadID: w.id, Version: w.oldTail})
+	key := layout.Key(layout.UploadTail{UploadID: w.id, ID: w.oldTail})
 	w.srv.store.Delete(context.WithoutCancel(ctx), key)
 	w.oldTail = 0
 }

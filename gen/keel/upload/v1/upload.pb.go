@@ -144,9 +144,15 @@ func (x *BlobDescriptor) GetSize() int64 {
 type StartUploadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The repository to upload into.
-	Repository    string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Repository string `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// The digest algorithm ("sha256" or "sha512") the client will name when
+	// it closes the session, if it said so when it opened it. The session
+	// hashes its bytes in this algorithm as they arrive; empty means sha256.
+	// A close that names another algorithm is verified by reading the blob
+	// back from the store once, which takes time in proportion to its size.
+	DigestAlgorithm string `protobuf:"bytes,2,opt,name=digest_algorithm,json=digestAlgorithm,proto3" json:"digest_algorithm,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StartUploadRequest) Reset() {
@@ -182,6 +188,13 @@ func (*StartUploadRequest) Descriptor() ([]byte, []int) {
 func (x *StartUploadRequest) GetRepository() string {
 	if x != nil {
 		return x.Repository
+	}
+	return ""
+}
+
+func (x *StartUploadRequest) GetDigestAlgorithm() string {
+	if x != nil {
+		return x.DigestAlgorithm
 	}
 	return ""
 }
@@ -1328,11 +1341,12 @@ const file_keel_upload_v1_upload_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\"<\n" +
 	"\x0eBlobDescriptor\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"4\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"_\n" +
 	"\x12StartUploadRequest\x12\x1e\n" +
 	"\n" +
 	"repository\x18\x01 \x01(\tR\n" +
-	"repository\"K\n" +
+	"repository\x12)\n" +
+	"\x10digest_algorithm\x18\x02 \x01(\tR\x0fdigestAlgorithm\"K\n" +
 	"\x13StartUploadResponse\x124\n" +
 	"\x06status\x18\x01 \x01(\v2\x1c.keel.upload.v1.UploadStatusR\x06status\"\x97\x01\n" +
 	"\vWriteHeader\x12\x1e\n" +

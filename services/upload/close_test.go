@@ -1,0 +1,187 @@
+package upload
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+
+	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
+	"github.com/keel-registry/keel/internal/layout"
+	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/reference"
+	"github.com/keel-registry/keel/internal/s3embed/s3test"
+)
+
+// TestCloseWithoutBytes closes sessions whose bytes all arrived before the
+// close, as crane and docker do: the tail is copied by the store, as a
+// whole object or as the last part, and the session leaves nothing behind.
+func TestCloseWithoutBytes(t *testing.T) {
+	ctx := testContext(t)
+	r := startReplica(t, s3test.Start(t), Options{PartSize: testPart})
+	for _, n := range []int{0, 100, testPart + 100, 2 * testPart} {
+		blob := randomBytes(t, n)
+		id := start(t, ctx, r.client, "repo")
+		if _, err := write(ctx, r.client, "repo", id, -1, blob); err != nil {
+			t.Fatalf("write %d bytes = %v", n, err)
+		}
+		desc, err := commit(ctx, r.client, "repo", id, sha256Of(blob), nil)
+		if err != nil || desc.GetSize() != int64(n) {
+			t.Fatalf("commit of %d bytes = %v, %v", n, desc, err)
+		}
+		got, err := readAll(t, ctx, r.client, "repo", sha256Of(blob), 0, 0)
+		if err != nil || !bytes.Equal(got, blob) {
+			t.Fatalf("ReadBlob of %d bytes = %d bytes, %v", n, len(got), err)
+		}
+	}
+	left, _, _, err := r.srv.store.List(ctx, layout.Key(layout.Uploads{}), "", "", 0)
+	if err != nil || len(left) != 0 {
+		t.Errorf("closed sessions left %q (%v), want nothing", left, err)
+	}
+}
+
+// TestDigestAlgorithmHint opens sessions that name their algorithm, and
+// closes sessions with an algorithm they did not hash in, which is checked
+// by reading the blob back.
+func TestDigestAlgorithmHint(t *testing.T) {
+	ctx := testContext(t)
+	r := startReplica(t, s3test.Start(t), Options{PartSize: testPart})
+	open := func(alg string) string {
+		t.Helper()
+		resp, err := r.client.StartUpload(ctx,
+			&uploadv1.StartUploadRequest{Repository: "repo", DigestAlgorithm: alg})
+		if err != nil {
+			t.Fatalf("StartUpload(%q) = %v", alg, err)
+		}
+		return resp.GetStatus().GetUploadId()
+	}
+
+	_, err := r.client.StartUpload(ctx,
+		&uploadv1.StartUploadRequest{Repository: "repo", DigestAlgorithm: "md5"})
+	if !ocierr.Is(err, ocierr.DigestInvalid) {
+		t.Errorf("StartUpload(md5) = %v, want DIGEST_INVALID", err)
+	}
+
+	for _, tc := range []struct {
+		hint   string
+		digest func([]byte) string
+	}{
+		{"sha512", sha512Of}, // hashed as the bytes arrive
+		{"sha512", sha256Of}, // read back
+		{"", sha512Of},       // read back
+	} {
+		blob := randomBytes(t, testPart+777)
+		id := open(tc.hint)
+		if _, err := write(ctx, r.client, "repo", id, 0, blob[:1000]); err != nil {
+			t.Fatal(err)
+		}
+		sess, _, err := sessions{r.srv.store}.load(ctx, "repo", id)
+		want := reference.SHA256
+		if tc.hint != "" {
+			want = reference.Algorithm(tc.hint)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sess.Algorithm != want {
+			t.Fatalf("session opened with %q hashes in %q, want %q", tc.hint, sess.Algorithm, want)
+		}
+		desc, err := commit(ctx, r.client, "repo", id, tc.digest(blob), blob[1000:])
+		if err != nil || desc.GetDigest() != tc.digest(blob) {
+			t.Fatalf("hint %q: commit(%s) = %v, %v", tc.hint, tc.digest(blob), desc, err)
+		}
+		got, err := readAll(t, ctx, r.client, "repo", tc.digest(blob), 0, 0)
+		if err != nil || !bytes.Equal(got, blob) {
+			t.Fatalf("hint %q: ReadBlob = %d bytes, %v", tc.hint, len(got), err)
+		}
+	}
+
+	// A wrong digest found by reading back leaves nothing behind either.
+	blob := randomBytes(t, 3000)
+	id := open("")
+	before, _, _, err := r.srv.store.List(ctx, "", "", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = commit(ctx, r.client, "repo", id, sha512Of([]byte("other")), blob)
+	if !ocierr.Is(err, ocierr.DigestInvalid) {
+		t.Fatalf("commit with a wrong sha512 = %v, want DIGEST_INVALID", err)
+	}
+	after, _, _, err := r.srv.store.List(ctx, "", "", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var added []string
+	for _, k := range after {
+		if !strings.Contains(strings.Join(before, "\n"), k) {
+			added = append(added, k)
+		}
+	}
+	stale := layout.Key(layout.UploadState{UploadID: id})
+	if len(added) != 0 || strings.Contains(strings.Join(after, "\n"), stale) {
+		t.Errorf("a refused read-back close left %q (session state %q), want nothing", added, stale)
+	}
+}
+
+// TestRacingAttempts runs two attempts from the same state, as two
+// replicas would with a client that sent one chunk twice at once: the
+// first to write its state wins, the other gets a 416 and its tail is
+// gone, and the session goes on from the winner's bytes.
+func TestRacingAttempts(t *testing.T) {
+	ctx := testContext(t)
+	r := startReplica(t, s3test.Start(t), Options{PartSize: testPart})
+	blob := randomBytes(t, 5000)
+	id := start(t, ctx, r.client, "repo")
+	if _, err := write(ctx, r.client, "repo", id, 0, blob[:1000]); err != nil {
+		t.Fatal(err)
+	}
+
+	chunk := func(b []byte) func() ([]byte, error) {
+		sent := false
+		return func() ([]byte, error) {
+			if sent {
+				return nil, io.EOF
+			}
+			sent = true
+			return b, nil
+		}
+	}
+	at := int64(1000)
+	a, err := r.srv.open(ctx, "repo", id, &at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.srv.open(ctx, "repo", id, &at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.write(ctx, chunk(blob[1000:3000])); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.write(ctx, chunk(bytes.Repeat([]byte("x"), 500))); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.finish(ctx); err != nil {
+		t.Fatalf("first attempt to finish = %v", err)
+	}
+	a.release()
+	err = b.finish(ctx)
+	b.abandon()
+	e := ocierr.FromError(err)
+	if e.HTTPStatus() != 416 || e.Detail["offset"] != "3000" {
+		t.Fatalf("second attempt to finish = %v (status %d, detail %v), want 416 at 3000",
+			err, e.HTTPStatus(), e.Detail)
+	}
+
+	keys, _, _, err := r.srv.store.List(ctx, layout.Key(layout.UploadDir{UploadID: id}), "", "", 0)
+	if err != nil || len(keys) != 2 {
+		t.Errorf("session objects = %q (%v), want the state and the winner's tail", keys, err)
+	}
+	if _, err := commit(ctx, r.client, "repo", id, sha256Of(blob), blob[3000:]); err != nil {
+		t.Fatalf("commit after the race = %v", err)
+	}
+	got, err := readAll(t, ctx, r.client, "repo", sha256Of(blob), 0, 0)
+	if err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("ReadBlob after the race = %d bytes, %v", len(got), err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -181,6 +182,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		// it signs the body's SHA-256 and sends the checksum as a header.
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenSupported,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+		Retryer:                    newRetryer(),
 	}
 	if cfg.Endpoint != "" {
 		opts.BaseEndpoint = aws.String(strings.TrimRight(cfg.Endpoint, "/"))
@@ -194,6 +196,16 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		prefix:  cfg.Prefix,
 		region:  region,
 	}, nil
+}
+
+// newRetryer returns the SDK's standard retryer, which also retries
+// ExistingObjectIsDirectory. Keys the registry writes never name a folder,
+// so a store that answers this is one that keeps objects as files
+// (versitygw's posix backend, the embedded default) and removed a folder
+// that had just become empty while this write was creating a key inside
+// it. The write succeeds when tried again.
+func newRetryer() aws.Retryer {
+	return retry.AddWithErrorCodes(retry.NewStandard(), "ExistingObjectIsDirectory")
 }
 
 // translate is the one place where SDK errors become objstore errors. It

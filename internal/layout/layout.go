@@ -20,8 +20,10 @@ type Path interface{ path() }
 //	                                     (upload service)
 //	blobdata/<upload-id>                 a blob's bytes, written once by the
 //	                                     upload that produced them
+//	blobdata/<upload-id>.<tail-id>       a session's bytes not yet filling a
+//	                                     part; written once, and the data of
+//	                                     a blob shorter than a part
 //	uploads/<upload-id>/state            upload session state (JSON)
-//	uploads/<upload-id>/tail/<id>        bytes not yet filling a part
 //	links/<repo>/_blobs/<alg>/<hex>      the blob is visible in <repo>
 //	manifests/<repo>/_revisions/<alg>/<hex>
 //	                                     a manifest: media type and bytes
@@ -54,7 +56,9 @@ func Key(p Path) string {
 	case UploadState:
 		return "uploads/" + p.UploadID + "/state"
 	case UploadTail:
-		return fmt.Sprintf("uploads/%s/tail/%d", p.UploadID, p.ID)
+		return fmt.Sprintf("blobdata/%s.%d", p.UploadID, p.ID)
+	case UploadTails:
+		return "blobdata/" + p.UploadID + "."
 	case UploadDir:
 		return "uploads/" + p.UploadID + "/"
 	case Uploads:
@@ -102,11 +106,16 @@ type BlobData struct{ UploadID string }
 type UploadState struct{ UploadID string }
 
 // UploadTail holds a session's bytes that do not yet fill a part. ID is a
-// number the writer that stored them picked at random.
+// number the writer that stored them picked at random. A tail is never
+// rewritten, so when it holds all of a blob's bytes it becomes the blob's
+// data as it is.
 type UploadTail struct {
 	UploadID string
 	ID       int64
 }
+
+// UploadTails is the prefix of a session's tails.
+type UploadTails struct{ UploadID string }
 
 // UploadDir is the prefix of everything a session keeps.
 type UploadDir struct{ UploadID string }
@@ -172,6 +181,7 @@ func (Blob) path()         {}
 func (BlobData) path()     {}
 func (UploadState) path()  {}
 func (UploadTail) path()   {}
+func (UploadTails) path()  {}
 func (UploadDir) path()    {}
 func (Uploads) path()      {}
 func (BlobLink) path()     {}

@@ -242,6 +242,21 @@ func (p *process) startUpload(ctx context.Context) error {
 		PartSize:      p.cfg.PartSize,
 		SessionMaxAge: p.cfg.UploadMaxAge,
 	})
+	// Steps stop in reverse order, so this runs once the server below has
+	// stopped taking calls.
+	p.onStop("upload session removals", func(ctx context.Context) error {
+		done := make(chan struct{})
+		go func() {
+			svc.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("left to the janitor: %w", ctx.Err())
+		}
+	})
 
 	srv, health := p.newServer("upload")
 	uploadv1.RegisterUploadServiceServer(srv, svc)

@@ -15,25 +15,38 @@ import (
 	"github.com/keel-registry/keel/internal/reference"
 )
 
-// blobRecord is what layout.Blob holds: the blob's size and which upload's
-// data object has its bytes. Naming the data object here, instead of
-// storing bytes under the digest, is what lets an upload finish without
-// copying its bytes: the multipart upload completes where it was written,
-// and publishing the blob is one small conditional write.
+// blobRecord is what layout.Blob holds: the blob's size and which object
+// has its bytes, an upload's data object or one of its tails. Naming the
+// object here, instead of storing bytes under the digest, is what lets an
+// upload finish without copying its bytes: a multipart upload completes
+// where it was written, a blob shorter than a part stays in the tail that
+// received it, and publishing the blob is one small conditional write.
 type blobRecord struct {
-	Size int64  `json:"size"`
+	Size int64 `json:"size"`
+	// Data is the id of the upload that wrote the bytes.
 	Data string `json:"data"`
+	// Tail is the id of the tail holding the bytes (layout.UploadTail);
+	// zero when they are in the upload's data object (layout.BlobData).
+	Tail int64 `json:"tail,omitempty"`
 }
 
-// commit closes the session: it verifies the digest, turns the session's
-// bytes into the blob's data object and publishes the blob. On a mismatch
-// the session and everything it wrote are removed.
+// key returns the key of the object holding the blob's bytes.
+func (r blobRecord) key() string {
+	if r.Tail != 0 {
+		return layout.Key(layout.UploadTail{UploadID: r.Data, ID: r.Tail})
+	}
+	return layout.Key(layout.BlobData{UploadID: r.Data})
+}
+
+// commit closes the session: it verifies the digest, settles which object
+// holds the blob's bytes and publishes the blob. On a mismatch the session
+// and everything it wrote are removed.
 //
 // When the client names the algorithm the session hashed in (sha256, or
 // the one it named when it opened the session), the digest is checked
 // before anything is written, from the hash state alone. Another algorithm
-// is checked by reading the data object back once (verifyStored). This is
-// the only close that takes time in proportion to the blob's size.
+// is checked by reading the bytes back once (verifyStored). This is the
+// only close that takes time in proportion to the blob's size.
 func (w *writer) commit(ctx context.Context, want reference.Digest) (*uploadv1.BlobDescriptor, error) {
 	if err := w.drain(ctx); err != nil {
 		return nil, err
@@ -46,17 +59,17 @@ func (w *writer) commit(ctx context.Context, want reference.Digest) (*uploadv1.B
 	}
 
 	// The claim and, for a checked digest, the mark that the bytes are
-	// complete go in one conditional write, before the data object is
-	// written: an attempt that lost a race must not write it.
+	// complete go in one conditional write, before the blob can be
+	// published: an attempt that lost a race must not publish. A new tail
+	// has a key of its own, so it is written alongside.
 	w.takeOver()
 	if hashed {
 		w.sess.Committed = want.String()
 	}
-	if err := w.save(ctx); err != nil {
+	if err := w.saveWithTail(ctx); err != nil {
 		return nil, err
 	}
-
-	if err := w.complete(ctx); err != nil {
+	if err := w.complete(ctx, size); err != nil {
 		return nil, err
 	}
 	if !hashed {
@@ -69,11 +82,37 @@ func (w *writer) commit(ctx context.Context, want reference.Digest) (*uploadv1.B
 		}
 	}
 
-	if err := w.srv.publish(ctx, w.sess.Repo, want, size, w.id); err != nil {
+	if err := w.srv.publish(ctx, w.sess.Repo, want, w.data); err != nil {
 		return nil, err
 	}
-	w.srv.forget(ctx, w.id, w.sess)
+	w.srv.forget(ctx, w.id, w.sess, w.data)
 	return &uploadv1.BlobDescriptor{Digest: want.String(), Size: size}, nil
+}
+
+// saveWithTail saves the session state and, for a blob shorter than a part
+// that this attempt brought bytes to, stores those bytes as a new tail at
+// the same time: that tail becomes the blob's data.
+func (w *writer) saveWithTail(ctx context.Context) error {
+	if w.sess.MultipartID != "" || !w.tailLoaded {
+		return w.save(ctx)
+	}
+
+	w.data = blobRecord{Size: int64(len(w.buf)), Data: w.id, Tail: newTailID()}
+	stored := make(chan error, 1)
+	go func() {
+		_, err := w.srv.store.Put(ctx, w.data.key(), w.buf, objstore.Condition{})
+		stored <- err
+	}()
+	saveErr := w.save(ctx)
+	storeErr := <-stored
+	if saveErr != nil {
+		w.srv.store.Delete(context.WithoutCancel(ctx), w.data.key())
+		return saveErr
+	}
+	if storeErr != nil {
+		return fmt.Errorf("store blob of upload %s: %w", w.id, storeErr)
+	}
+	return nil
 }
 
 // digest returns the digest of every byte written, in the session's
@@ -85,18 +124,17 @@ func (w *writer) digest() reference.Digest {
 // mismatch removes the session and everything it wrote, and returns the
 // DIGEST_INVALID error for want.
 func (w *writer) mismatch(ctx context.Context, want reference.Digest) error {
-	if err := w.srv.removeSession(ctx, w.id, w.sess, true); err != nil {
+	if err := w.srv.removeSession(ctx, w.id, w.sess, nil); err != nil {
 		return err
 	}
 	return ocierr.New(ocierr.DigestInvalid,
 		"digest %s does not match the uploaded content", want)
 }
 
-// verifyStored reads the completed data object back and checks that it
-// hashes to want.
+// verifyStored reads the blob's bytes back and checks that they hash to
+// want.
 func (w *writer) verifyStored(ctx context.Context, want reference.Digest) error {
-	key := layout.Key(layout.BlobData{UploadID: w.id})
-	body, _, err := w.srv.store.Open(ctx, key, 0, -1)
+	body, _, err := w.srv.store.Open(ctx, w.data.key(), 0, -1)
 	if err != nil {
 		return fmt.Errorf("read back blob of upload %s: %w", w.id, err)
 	}
@@ -112,27 +150,21 @@ func (w *writer) verifyStored(ctx context.Context, want reference.Digest) error 
 	return nil
 }
 
-// complete turns the session's bytes into the data object: one small write
-// for a blob shorter than a part, else the last part and
-// CompleteMultipartUpload. A tail that this attempt did not load (it
-// brought no new bytes) is copied by the store. Nothing reads or rewrites
-// committed parts.
-func (w *writer) complete(ctx context.Context) error {
-	key := layout.Key(layout.BlobData{UploadID: w.id})
-	tail := layout.Key(layout.UploadTail{UploadID: w.id, ID: w.sess.TailID})
+// complete settles the object that holds the blob's bytes, unless
+// saveWithTail already wrote it. A blob shorter than a part is the stored
+// tail as it is. A longer one gets its last part, from the bytes in hand
+// or copied by the store from the tail, and CompleteMultipartUpload.
+// Nothing reads or rewrites committed parts.
+func (w *writer) complete(ctx context.Context, size int64) error {
+	if w.data.Data != "" {
+		return nil
+	}
 	if w.sess.MultipartID == "" {
-		var err error
-		if w.tailLoaded {
-			_, err = w.srv.store.Put(ctx, key, w.buf, objstore.Condition{})
-		} else {
-			err = w.srv.store.Copy(ctx, tail, key)
-		}
-		if err != nil {
-			return fmt.Errorf("store blob of upload %s: %w", w.id, err)
-		}
+		w.data = blobRecord{Size: size, Data: w.id, Tail: w.sess.TailID}
 		return nil
 	}
 
+	key := layout.Key(layout.BlobData{UploadID: w.id})
 	parts := w.sess.Parts
 	if n := w.pending(); n > 0 {
 		if w.next > maxParts {
@@ -144,6 +176,7 @@ func (w *writer) complete(ctx context.Context) error {
 		if w.tailLoaded {
 			etag, err = w.srv.store.UploadPart(ctx, key, w.sess.MultipartID, w.next, w.buf)
 		} else {
+			tail := layout.Key(layout.UploadTail{UploadID: w.id, ID: w.sess.TailID})
 			etag, err = w.srv.store.UploadPartCopy(ctx, key, w.sess.MultipartID, w.next, tail)
 		}
 		if err != nil {
@@ -154,18 +187,19 @@ func (w *writer) complete(ctx context.Context) error {
 	if _, err := w.srv.store.CompleteMultipart(ctx, key, w.sess.MultipartID, parts); err != nil {
 		return fmt.Errorf("complete upload %s: %w", w.id, err)
 	}
+	w.data = blobRecord{Size: size, Data: w.id}
 	return nil
 }
 
 // publish records a verified blob and links it into repo, both at once.
 // When another upload published the same digest first, its record wins and
-// this upload's data object is deleted: both hold the same bytes. A link
-// whose record failed to be written shows nothing: a blob is visible only
-// with both.
+// the object rec names is deleted: both hold the same bytes. A link whose
+// record failed to be written shows nothing: a blob is visible only with
+// both.
 func (srv *Server) publish(
-	ctx context.Context, repo string, d reference.Digest, size int64, uploadID string,
+	ctx context.Context, repo string, d reference.Digest, rec blobRecord,
 ) error {
-	rec, err := json.Marshal(blobRecord{Size: size, Data: uploadID})
+	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
@@ -173,14 +207,14 @@ func (srv *Server) publish(
 	linked := make(chan error, 1)
 	go func() { linked <- srv.link(ctx, repo, d) }()
 
-	_, err = srv.store.Put(ctx, layout.Key(layout.Blob{Digest: d}), rec,
+	_, err = srv.store.Put(ctx, layout.Key(layout.Blob{Digest: d}), b,
 		objstore.Condition{IfNoneMatch: true})
 	switch {
 	case errors.Is(err, objstore.ErrPreconditionFailed):
 		existing, rerr := srv.record(ctx, d)
 		err = rerr
-		if rerr == nil && existing.Data != uploadID {
-			srv.store.Delete(ctx, layout.Key(layout.BlobData{UploadID: uploadID}))
+		if rerr == nil && existing != rec {
+			srv.store.Delete(ctx, rec.key())
 		}
 	case err != nil:
 		err = fmt.Errorf("publish blob %s: %w", d, err)
@@ -321,7 +355,7 @@ func (srv *Server) ReadBlob(
 		Blob:   &uploadv1.BlobDescriptor{Digest: d.String(), Size: rec.Size},
 		Offset: off, Length: n,
 	}
-	key := layout.Key(layout.BlobData{UploadID: rec.Data})
+	key := rec.key()
 
 	if req.GetRedirect() {
 		url, err := srv.store.PresignGet(ctx, key, srv.opts.RedirectTTL)

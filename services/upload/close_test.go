@@ -14,8 +14,9 @@ import (
 )
 
 // TestCloseWithoutBytes closes sessions whose bytes all arrived before the
-// close, as crane and docker do: the tail is copied by the store, as a
-// whole object or as the last part, and the session leaves nothing behind.
+// close, as crane and docker do: a blob shorter than a part keeps its tail
+// as its data, a longer one has the store copy the tail as its last part,
+// and the session leaves nothing else behind.
 func TestCloseWithoutBytes(t *testing.T) {
 	ctx := testContext(t)
 	r := startReplica(t, s3test.Start(t), Options{PartSize: testPart})
@@ -34,9 +35,14 @@ func TestCloseWithoutBytes(t *testing.T) {
 			t.Fatalf("ReadBlob of %d bytes = %d bytes, %v", n, len(got), err)
 		}
 	}
+	r.srv.Wait()
 	left, _, _, err := r.srv.store.List(ctx, layout.Key(layout.Uploads{}), "", "", 0)
 	if err != nil || len(left) != 0 {
 		t.Errorf("closed sessions left %q (%v), want nothing", left, err)
+	}
+	data, _, _, err := r.srv.store.List(ctx, layout.Key(layout.BlobData{}), "", "", 0)
+	if err != nil || len(data) != 4 {
+		t.Errorf("data objects = %q (%v), want one for each of the 4 blobs", data, err)
 	}
 }
 
@@ -173,9 +179,9 @@ func TestRacingAttempts(t *testing.T) {
 			err, e.HTTPStatus(), e.Detail)
 	}
 
-	keys, _, _, err := r.srv.store.List(ctx, layout.Key(layout.UploadDir{UploadID: id}), "", "", 0)
-	if err != nil || len(keys) != 2 {
-		t.Errorf("session objects = %q (%v), want the state and the winner's tail", keys, err)
+	tails, _, _, err := r.srv.store.List(ctx, layout.Key(layout.UploadTails{UploadID: id}), "", "", 0)
+	if err != nil || len(tails) != 1 {
+		t.Errorf("tails = %q (%v), want the winner's alone", tails, err)
 	}
 	if _, err := commit(ctx, r.client, "repo", id, sha256Of(blob), blob[3000:]); err != nil {
 		t.Fatalf("commit after the race = %v", err)

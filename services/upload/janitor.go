@@ -59,52 +59,85 @@ func (srv *Server) removeIfAbandoned(ctx context.Context, id string, now time.Ti
 		return false, nil
 	}
 
-	dropData := true
+	var keep *blobRecord
 	if sess.Committed != "" {
 		// The blob was published, or nearly: keep its bytes if its record
-		// names them.
+		// names this session's.
 		if d, err := reference.ParseDigest(sess.Committed); err == nil {
-			rec, err := srv.record(ctx, d)
-			dropData = err != nil || rec.Data != id
+			if rec, err := srv.record(ctx, d); err == nil && rec.Data == id {
+				keep = &rec
+			}
 		}
 	}
-	return true, srv.removeSession(ctx, id, &sess, dropData)
+	return true, srv.removeSession(ctx, id, &sess, keep)
 }
 
-// removeSession deletes a session's state and tails and, when dropData is
-// set, its multipart upload and data object.
-func (srv *Server) removeSession(ctx context.Context, id string, sess *session, dropData bool) error {
+// removeSession deletes a session: its multipart upload and data object,
+// its tails, and last its state, so that a removal cut short is finished
+// by the janitor. keep, when not nil, names a published blob's bytes among
+// them, which stay.
+func (srv *Server) removeSession(
+	ctx context.Context, id string, sess *session, keep *blobRecord,
+) error {
+	keepKey := ""
+	if keep != nil {
+		keepKey = keep.key()
+	}
+
 	dataKey := layout.Key(layout.BlobData{UploadID: id})
-	if dropData {
-		if sess.MultipartID != "" {
-			if err := srv.store.AbortMultipart(ctx, dataKey, sess.MultipartID); err != nil {
-				return fmt.Errorf("abort upload %s: %w", id, err)
-			}
+	if sess.MultipartID != "" && keepKey != dataKey {
+		if err := srv.store.AbortMultipart(ctx, dataKey, sess.MultipartID); err != nil {
+			return fmt.Errorf("abort upload %s: %w", id, err)
 		}
 		if err := srv.store.Delete(ctx, dataKey); err != nil {
 			return fmt.Errorf("delete data of upload %s: %w", id, err)
 		}
 	}
+
+	tails, _, _, err := srv.store.List(ctx, layout.Key(layout.UploadTails{UploadID: id}), "", "", 0)
+	if err != nil {
+		return fmt.Errorf("list tails of upload %s: %w", id, err)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, k := range tails {
+		if k == keepKey {
+			continue
+		}
+		wg.Go(func() {
+			if err := srv.store.Delete(ctx, k); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("delete tails of upload %s: %w", id, err)
+	}
 	return srv.deletePrefix(ctx, layout.Key(layout.UploadDir{UploadID: id}))
 }
 
-// forget deletes a closed session's state and tail, at once. It is best
-// effort: the blob is already published, and what a failure leaves behind
-// is the janitor's to remove (a committed session's data is kept when its
-// blob's record names it). A tail that an attempt which died had stored is
-// left for the janitor too, which deletes whatever remains under a session
-// without state.
-func (srv *Server) forget(ctx context.Context, id string, sess *session) {
-	ctx = context.WithoutCancel(ctx)
-	keys := []string{layout.Key(layout.UploadState{UploadID: id})}
-	if sess.TailID != 0 {
-		keys = append(keys, layout.Key(layout.UploadTail{UploadID: id, ID: sess.TailID}))
-	}
-	var wg sync.WaitGroup
-	for _, k := range keys {
-		wg.Go(func() { srv.store.Delete(ctx, k) })
-	}
-	wg.Wait()
+// forget removes a closed session in the background, keeping the object
+// that holds its blob's bytes (see removeSession). The blob is published
+// by then, so the client need not wait. A removal that fails or is cut
+// short leaves a committed session, which the janitor removes the same way.
+func (srv *Server) forget(ctx context.Context, id string, sess *session, keep blobRecord) {
+	srv.background.Go(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		srv.removeSession(ctx, id, sess, &keep)
+	})
+}
+
+// Wait waits for the removals of closed sessions that are still running.
+// Call it after the server has stopped taking calls.
+func (srv *Server) Wait() {
+	srv.background.Wait()
 }
 
 // deletePrefix deletes every object under prefix, the session state last so

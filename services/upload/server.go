@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
@@ -67,6 +68,8 @@ type Server struct {
 	store   *objstore.Store
 	opts    Options
 	buffers *bufferPool
+	// background tracks the removals of closed sessions (see forget).
+	background sync.WaitGroup
 }
 
 // NewServer returns an upload service keeping its data in store.
@@ -213,7 +216,7 @@ func (srv *Server) CancelUpload(
 	if err != nil {
 		return nil, err
 	}
-	if err := srv.removeSession(ctx, req.GetUploadId(), sess, true); err != nil {
+	if err := srv.removeSession(ctx, req.GetUploadId(), sess, nil); err != nil {
 		return nil, err
 	}
 	return &uploadv1.CancelUploadResponse{}, nil

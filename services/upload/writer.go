@@ -59,6 +59,9 @@ type writer struct {
 	// oldTail is the tail object this attempt started from, deleted once its
 	// bytes are safely in a part or a newer tail.
 	oldTail int64
+	// data names the object holding the blob's bytes, once a close has
+	// settled it.
+	data blobRecord
 }
 
 // pendingPart is a part being uploaded.

@@ -55,6 +55,11 @@ func (w *writer) commit(ctx context.Context, want reference.Digest) (*uploadv1.B
 	size := w.sess.partsSize() + w.pending()
 	hashed := want.Algorithm() == w.sess.Algorithm
 	if hashed && w.digest() != want {
+		if w.cached {
+			// The recent state may be behind the stored one: check again
+			// from that before removing anything.
+			return nil, errStale
+		}
 		return nil, w.mismatch(ctx, want)
 	}
 

@@ -153,11 +153,11 @@ func TestRacingAttempts(t *testing.T) {
 		}
 	}
 	at := int64(1000)
-	a, err := r.srv.open(ctx, "repo", id, &at)
+	a, err := r.srv.open(ctx, "repo", id, &at, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := r.srv.open(ctx, "repo", id, &at)
+	b, err := r.srv.open(ctx, "repo", id, &at, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,5 +189,36 @@ func TestRacingAttempts(t *testing.T) {
 	got, err := readAll(t, ctx, r.client, "repo", sha256Of(blob), 0, 0)
 	if err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("ReadBlob after the race = %d bytes, %v", len(got), err)
+	}
+}
+
+// TestStaleRecentState streams writes without offsets to two replicas in
+// turn, so that each replica's recent state of the session is stale when
+// its next request arrives: the write and the closes must notice, start
+// again from the stored state and lose no byte.
+func TestStaleRecentState(t *testing.T) {
+	ctx := testContext(t)
+	cfg := s3test.Start(t)
+	a := startReplica(t, cfg, Options{PartSize: testPart})
+	b := startReplica(t, cfg, Options{PartSize: testPart})
+
+	for _, n := range []int{3000, 2*testPart + 5} {
+		blob := randomBytes(t, n)
+		cut := []int{0, n / 3, 2 * n / 3, n}
+		id := start(t, ctx, a.client, "repo")
+		for i, c := range []replica{b, a, b} {
+			if _, err := write(ctx, c.client, "repo", id, -1, blob[cut[i]:cut[i+1]]); err != nil {
+				t.Fatalf("%d bytes: write #%d = %v", n, i, err)
+			}
+		}
+		// a last wrote the state two writes ago.
+		desc, err := commit(ctx, a.client, "repo", id, sha256Of(blob), nil)
+		if err != nil || desc.GetSize() != int64(n) {
+			t.Fatalf("%d bytes: commit on the stale replica = %v, %v", n, desc, err)
+		}
+		got, err := readAll(t, ctx, b.client, "repo", sha256Of(blob), 0, 0)
+		if err != nil || !bytes.Equal(got, blob) {
+			t.Fatalf("%d bytes: ReadBlob = %d bytes, %v", n, len(got), err)
+		}
 	}
 }

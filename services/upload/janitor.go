@@ -127,6 +127,7 @@ func (srv *Server) removeSession(
 // by then, so the client need not wait. A removal that fails or is cut
 // short leaves a committed session, which the janitor removes the same way.
 func (srv *Server) forget(ctx context.Context, id string, sess *session, keep blobRecord) {
+	srv.recent.drop(id)
 	srv.background.Go(func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()

@@ -70,6 +70,8 @@ type Server struct {
 	buffers *bufferPool
 	// background tracks the removals of closed sessions (see forget).
 	background sync.WaitGroup
+	// recent is the state this replica last wrote of each session.
+	recent recentStates
 }
 
 // NewServer returns an upload service keeping its data in store.
@@ -98,9 +100,11 @@ func (srv *Server) StartUpload(
 	now := time.Now().UTC()
 	sess := &session{Repo: req.GetRepository(), Created: now, Updated: now,
 		PartSize: srv.opts.PartSize, NextPart: 1, Algorithm: alg}
-	if err := (sessions{srv.store}).create(ctx, id, sess); err != nil {
+	etag, err := sessions{srv.store}.create(ctx, id, sess)
+	if err != nil {
 		return nil, err
 	}
+	srv.recent.put(id, sess, etag)
 	return &uploadv1.StartUploadResponse{Status: status(id, sess)}, nil
 }
 
@@ -116,43 +120,68 @@ func (srv *Server) WriteUpload(stream uploadv1.UploadService_WriteUploadServer) 
 		return ocierr.New(ocierr.BlobUploadInvalid, "write stream without a header")
 	}
 
-	w, err := srv.receive(ctx, hdr.GetRepository(), hdr.GetUploadId(), hdr.Start, hdr.Length,
+	w, err := srv.run(ctx, hdr.GetRepository(), hdr.GetUploadId(), hdr.Start, hdr.Length,
 		func() ([]byte, error) {
 			msg, err := stream.Recv()
 			return msg.GetData(), err
-		})
+		},
+		func(w *writer) error { return w.finish(ctx) })
 	if err != nil {
-		return err
-	}
-	if err := w.finish(ctx); err != nil {
-		w.abandon()
 		return err
 	}
 	w.release()
 	return stream.SendAndClose(&uploadv1.WriteUploadResponse{Status: status(w.id, w.sess)})
 }
 
-// receive opens a session and writes the chunks next yields, checking them
-// against the declared length. On success the caller owns the returned
-// writer and must finish, commit or abandon it.
-func (srv *Server) receive(
+// run opens a write attempt on a session, writes the chunks next yields
+// into it, checking them against the declared length, and ends it with
+// end. On success the caller owns the returned writer and must release it.
+//
+// The attempt starts from this replica's recent state of the session when
+// it has one. When that turns out stale (errStale), which it does before
+// the attempt has written anything the session depends on, the attempt
+// runs again from the stored state on the same chunks.
+func (srv *Server) run(
 	ctx context.Context, repo, id string, start, length *int64,
-	next func() ([]byte, error),
+	next func() ([]byte, error), end func(*writer) error,
 ) (*writer, error) {
 	if err := reference.ValidateName(repo); err != nil {
 		return nil, err
 	}
-	w, err := srv.open(ctx, repo, id, start)
+
+	input := &recorder{src: next}
+	w, err := srv.attempt(ctx, repo, id, start, length, input, true, end)
+	if errors.Is(err, errStale) {
+		srv.recent.drop(id)
+		input.rewind()
+		w, err = srv.attempt(ctx, repo, id, start, length, input, false, end)
+	}
+	return w, err
+}
+
+// attempt is one run of run.
+func (srv *Server) attempt(
+	ctx context.Context, repo, id string, start, length *int64,
+	input *recorder, useRecent bool, end func(*writer) error,
+) (*writer, error) {
+	w, err := srv.open(ctx, repo, id, start, useRecent)
 	if err != nil {
 		return nil, err
 	}
-
-	counted := countChunks(next)
-	if err := w.write(ctx, counted.next); err != nil {
-		w.abandon()
-		return nil, err
+	w.input = input
+	if !w.cached {
+		input.stop() // no second run to keep chunks for
 	}
-	if err := checkLength(length, counted.n); err != nil {
+
+	counted := countChunks(input.next)
+	err = w.write(ctx, counted.next)
+	if err == nil {
+		err = checkLength(length, counted.n)
+	}
+	if err == nil {
+		err = end(w)
+	}
+	if err != nil {
 		w.abandon()
 		return nil, err
 	}
@@ -189,19 +218,21 @@ func (srv *Server) CommitUpload(stream uploadv1.UploadService_CommitUploadServer
 		return err
 	}
 
-	w, err := srv.receive(ctx, hdr.GetRepository(), hdr.GetUploadId(), hdr.Start, hdr.Length,
+	var blob *uploadv1.BlobDescriptor
+	w, err := srv.run(ctx, hdr.GetRepository(), hdr.GetUploadId(), hdr.Start, hdr.Length,
 		func() ([]byte, error) {
 			msg, err := stream.Recv()
 			return msg.GetData(), err
+		},
+		func(w *writer) error {
+			var err error
+			blob, err = w.commit(ctx, want)
+			return err
 		})
 	if err != nil {
 		return err
 	}
-	blob, err := w.commit(ctx, want)
-	w.abandon()
-	if err != nil {
-		return err
-	}
+	w.release()
 	return stream.SendAndClose(&uploadv1.CommitUploadResponse{Blob: blob})
 }
 
@@ -216,6 +247,7 @@ func (srv *Server) CancelUpload(
 	if err != nil {
 		return nil, err
 	}
+	srv.recent.drop(req.GetUploadId())
 	if err := srv.removeSession(ctx, req.GetUploadId(), sess, nil); err != nil {
 		return nil, err
 	}

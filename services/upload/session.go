@@ -142,17 +142,19 @@ func (ss sessions) load(ctx context.Context, repo, id string) (*session, string,
 	return &s, info.ETag, nil
 }
 
-// create writes a new session; the id must not exist yet.
-func (ss sessions) create(ctx context.Context, id string, s *session) error {
+// create writes a new session, whose id must not exist yet, and returns
+// its ETag.
+func (ss sessions) create(ctx context.Context, id string, s *session) (string, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
-		return err
+		return "", err
 	}
 	cond := objstore.Condition{IfNoneMatch: true}
-	if _, err := ss.store.Put(ctx, layout.Key(layout.UploadState{UploadID: id}), b, cond); err != nil {
-		return fmt.Errorf("create upload %s: %w", id, err)
+	info, err := ss.store.Put(ctx, layout.Key(layout.UploadState{UploadID: id}), b, cond)
+	if err != nil {
+		return "", fmt.Errorf("create upload %s: %w", id, err)
 	}
-	return nil
+	return info.ETag, nil
 }
 
 // save writes s if the stored state still has ETag etag, bumping its

@@ -62,6 +62,12 @@ type writer struct {
 	// data names the object holding the blob's bytes, once a close has
 	// settled it.
 	data blobRecord
+	// cached reports that the attempt started from a recent state (see
+	// recentStates) that no state write has confirmed yet.
+	cached bool
+	// input is the recorder the attempt reads from, told to stop keeping
+	// chunks once a state write has confirmed the attempt's start.
+	input *recorder
 }
 
 // pendingPart is a part being uploaded.
@@ -77,11 +83,17 @@ type pendingPart struct {
 }
 
 // open starts a write attempt on a session. When start is not nil it must
-// equal the committed offset.
-func (srv *Server) open(ctx context.Context, repo, id string, start *int64) (*writer, error) {
-	sess, etag, err := sessions{srv.store}.load(ctx, repo, id)
-	if err != nil {
-		return nil, err
+// equal the committed offset. With useRecent the attempt starts from this
+// replica's recent state of the session when it has one that fits start.
+func (srv *Server) open(
+	ctx context.Context, repo, id string, start *int64, useRecent bool,
+) (*writer, error) {
+	sess, etag, cached := srv.recentFor(repo, id, start, useRecent)
+	if !cached {
+		var err error
+		if sess, etag, err = (sessions{srv.store}).load(ctx, repo, id); err != nil {
+			return nil, err
+		}
 	}
 
 	if start != nil && *start != sess.Offset {
@@ -94,9 +106,25 @@ func (srv *Server) open(ctx context.Context, repo, id string, start *int64) (*wr
 		return nil, err
 	}
 	w := &writer{srv: srv, id: id, sess: sess, etag: etag, hash: startHashPipe(h),
-		next: sess.NextPart, tailLoaded: sess.TailSize == 0, oldTail: sess.TailID}
+		next: sess.NextPart, tailLoaded: sess.TailSize == 0, oldTail: sess.TailID,
+		cached: cached}
 	w.buf = srv.buffers.get()
 	return w, nil
+}
+
+// recentFor returns this replica's recent state of a session, if useRecent
+// is set and it has one for repo whose offset fits start.
+func (srv *Server) recentFor(
+	repo, id string, start *int64, useRecent bool,
+) (*session, string, bool) {
+	if !useRecent {
+		return nil, "", false
+	}
+	sess, etag, ok := srv.recent.get(id)
+	if !ok || sess.Repo != repo || (start != nil && *start != sess.Offset) {
+		return nil, "", false
+	}
+	return sess, etag, true
 }
 
 // takeOver makes the session this attempt's in memory; the next state write
@@ -175,6 +203,9 @@ func (w *writer) loadTail(ctx context.Context) error {
 	key := layout.Key(layout.UploadTail{UploadID: w.id, ID: w.sess.TailID})
 	tail, _, err := w.srv.store.Get(ctx, key)
 	if errors.Is(err, objstore.ErrNotFound) {
+		if w.cached {
+			return errStale
+		}
 		return w.srv.conflict(ctx, w.sess.Repo, w.id)
 	}
 	if err != nil {
@@ -290,16 +321,27 @@ func (w *writer) drain(ctx context.Context) error {
 }
 
 // save writes the session state, failing with a 416 if another attempt
-// took the session over.
+// took the session over, or with errStale if the attempt started from a
+// recent state that was not the stored one. A write that succeeds confirms
+// the attempt's start.
 func (w *writer) save(ctx context.Context) error {
 	etag, err := sessions{w.srv.store}.save(ctx, w.id, w.sess, w.etag)
+	if errors.Is(err, errConflict) && w.cached {
+		return errStale
+	}
 	if errors.Is(err, errConflict) {
 		return w.srv.conflict(ctx, w.sess.Repo, w.id)
 	}
 	if err != nil {
 		return err
 	}
+
 	w.etag = etag
+	w.cached = false
+	if w.input != nil {
+		w.input.stop()
+	}
+	w.srv.recent.put(w.id, w.sess, etag)
 	return nil
 }
 

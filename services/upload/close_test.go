@@ -212,6 +212,10 @@ func TestStaleRecentState(t *testing.T) {
 			}
 		}
 		// a last wrote the state two writes ago.
+		if off, err := write(ctx, a.client, "repo", id, -1, nil); err != nil || off != int64(n) {
+			t.Fatalf("%d bytes: empty write on the stale replica = offset %d, %v; want %d",
+				n, off, err, n)
+		}
 		desc, err := commit(ctx, a.client, "repo", id, sha256Of(blob), nil)
 		if err != nil || desc.GetSize() != int64(n) {
 			t.Fatalf("%d bytes: commit on the stale replica = %v, %v", n, desc, err)

@@ -347,10 +347,14 @@ func (w *writer) save(ctx context.Context) error {
 
 // finish ends a WriteUpload attempt cleanly: it commits the parts in flight,
 // stores the remaining bytes as the new tail and lets the session go. An
-// attempt that received nothing leaves the session as it found it.
+// attempt that received nothing leaves the session as it found it, once it
+// has read it from the store.
 func (w *writer) finish(ctx context.Context) error {
 	if err := w.drain(ctx); err != nil {
 		return err
+	}
+	if !w.received && w.cached {
+		return errStale // the offset to report must be the stored one
 	}
 	if !w.received {
 		return nil

@@ -42,13 +42,17 @@ func (g *gateway) getBlob(w http.ResponseWriter, req *request) error {
 		return err
 	}
 
+	// The blob codec decodes each chunk into one buffer it reuses:
+	// writeBlob is done with a chunk before it receives the next. It cut
+	// the gateway's CPU per 512 MiB pull by about 40% (0.77-1.0 s to
+	// 0.42-0.54 s). grpc.ForceCodecV2 is marked experimental in grpc-go.
 	stream, err := g.uploads.ReadBlob(ctx, &uploadv1.ReadBlobRequest{
 		Repository: req.name,
 		Digest:     req.param,
 		Offset:     rng.start,
 		Length:     rng.length,
 		Redirect:   g.blobRedirect,
-	})
+	}, grpc.ForceCodecV2(newBlobCodec()))
 	if err != nil {
 		return err
 	}

@@ -258,7 +258,7 @@ func (p *process) startUpload(ctx context.Context) error {
 		}
 	})
 
-	srv, health := p.newServer("upload")
+	srv, health := p.newServer("upload", transport.WithCodec(upload.NewCodec()))
 	uploadv1.RegisterUploadServiceServer(srv, svc)
 	addr, err := p.serveGRPC("upload", srv, health, p.cfg.UploadAddr)
 	p.uploadAddr = addr

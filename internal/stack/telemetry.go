@@ -102,15 +102,18 @@ func (p *process) tracer() trace.TracerProvider {
 }
 
 // newServer returns a gRPC server for one service with the process's
-// tracing and metrics, and the Health its health service reports.
-func (p *process) newServer(service string) (*grpc.Server, *transport.Health) {
+// tracing and metrics and any extra options, and the Health its health
+// service reports.
+func (p *process) newServer(
+	service string, extra ...transport.Option,
+) (*grpc.Server, *transport.Health) {
 	health := transport.NewHealth()
-	srv := transport.NewServer(p.log.With("service", service),
+	opts := append([]transport.Option{
 		transport.WithTracing(p.tracer()),
 		transport.WithMetrics(p.metrics),
 		transport.WithHealth(health),
-	)
-	return srv, health
+	}, extra...)
+	return transport.NewServer(p.log.With("service", service), opts...), health
 }
 
 // observeStore adds to cfg the S3 middleware that traces and counts one

@@ -5,6 +5,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/stats"
 
 	"github.com/keel-registry/keel/internal/telemetry"
@@ -20,6 +21,7 @@ type options struct {
 	tracer  trace.TracerProvider
 	metrics *telemetry.Metrics
 	health  *Health
+	codec   encoding.CodecV2
 }
 
 // collect applies opts.
@@ -51,6 +53,14 @@ func WithMetrics(m *telemetry.Metrics) Option {
 // SERVING for good. For servers; one Health per server.
 func WithHealth(h *Health) Option {
 	return func(o *options) { o.health = h }
+}
+
+// WithCodec makes the server decode and encode every message with c
+// instead of the proto codec; c must speak the proto wire format. For
+// servers. It uses grpc.ForceServerCodecV2, which grpc-go marks as
+// experimental.
+func WithCodec(c encoding.CodecV2) Option {
+	return func(o *options) { o.codec = c }
 }
 
 // statsHandler returns the OpenTelemetry stats handler tracing calls on

@@ -71,6 +71,9 @@ func NewServer(logger *slog.Logger, opts ...Option) *grpc.Server {
 	if h := o.statsHandler(otelgrpc.NewServerHandler); h != nil {
 		serverOpts = append(serverOpts, grpc.StatsHandler(h))
 	}
+	if o.codec != nil {
+		serverOpts = append(serverOpts, grpc.ForceServerCodecV2(o.codec))
+	}
 	srv := grpc.NewServer(serverOpts...)
 
 	health := o.health

@@ -45,7 +45,7 @@ func newStore(t *testing.T, cfg objstore.Config) *objstore.Store {
 func startReplica(t *testing.T, cfg objstore.Config, opts Options) replica {
 	t.Helper()
 	srv := NewServer(newStore(t, cfg), opts)
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.ForceServerCodecV2(NewCodec()))
 	uploadv1.RegisterUploadServiceServer(gs, srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

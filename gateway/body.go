@@ -38,8 +38,9 @@ func (e *bodyError) Unwrap() []error {
 }
 
 // upstream sends header and then body, in chunkSize pieces wrapped by data,
-// on a client stream, and returns the service's answer. The body is never
-// held in memory beyond one chunk.
+// on a client stream opened with sender as its codec, and returns the
+// service's answer. The body is never held in memory beyond the chunks
+// gRPC has yet to write.
 //
 // When the body cannot be read, upstream cancels the stream through cancel
 // instead of closing it, so that the service keeps only what it had already
@@ -47,13 +48,14 @@ func (e *bodyError) Unwrap() []error {
 func upstream[Req, Resp any](
 	cancel context.CancelFunc,
 	stream grpc.ClientStreamingClient[Req, Resp],
+	sender *chunkSender,
 	header *Req,
 	body io.Reader,
 	data func([]byte) *Req,
 ) (*Resp, error) {
 	sendErr := stream.Send(header)
 	if sendErr == nil {
-		sendErr = copyChunks(body, func(p []byte) error { return stream.Send(data(p)) })
+		sendErr = copyChunks(body, sender, func(p []byte) error { return stream.Send(data(p)) })
 	}
 	var be *bodyError
 	if errors.As(sendErr, &be) {
@@ -76,21 +78,25 @@ func upstream[Req, Resp any](
 // copyChunks reads body in chunkSize pieces and passes each to send. A read
 // failure comes back as a *bodyError; a send failure as it is.
 //
-// The chunk buffer is reused once send returns, which is safe because gRPC
-// serialises a message inside Send; a stats handler or interceptor that
-// kept the message past Send would see it change.
-func copyChunks(body io.Reader, send func([]byte) error) error {
-	bufp := chunkPool.Get().(*[]byte)
-	defer chunkPool.Put(bufp)
-	buf := *bufp
-
+// Each piece is read into a buffer of its own from chunkPool and handed to
+// sender, which has gRPC put it back once written: Send returns before the
+// bytes are on the wire, so a buffer is never refilled while gRPC may
+// still read it.
+func copyChunks(body io.Reader, sender *chunkSender, send func([]byte) error) error {
 	for {
-		n, eof, err := fill(body, buf)
+		bufp := chunkPool.Get().(*[]byte)
+		n, eof, err := fill(body, *bufp)
 		if err != nil {
+			putChunk(bufp)
 			return &bodyError{code: ocierr.BlobUploadInvalid, err: err}
 		}
-		if n > 0 {
-			if err := send(buf[:n]); err != nil {
+		if n == 0 {
+			putChunk(bufp)
+		} else {
+			sender.give(bufp)
+			err := send((*bufp)[:n])
+			sender.reclaim()
+			if err != nil {
 				return err
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -174,11 +175,12 @@ func (g *gateway) writeUpload(w http.ResponseWriter, req *request) error {
 
 	ctx, cancel := context.WithCancel(req.Context())
 	defer cancel()
-	stream, err := g.uploads.WriteUpload(ctx)
+	sender := newChunkSender()
+	stream, err := g.uploads.WriteUpload(ctx, grpc.ForceCodecV2(sender))
 	if err != nil {
 		return err
 	}
-	resp, err := upstream(cancel, stream,
+	resp, err := upstream(cancel, stream, sender,
 		&uploadv1.WriteUploadRequest{Kind: &uploadv1.WriteUploadRequest_Header{Header: header}},
 		req.Body,
 		func(p []byte) *uploadv1.WriteUploadRequest {
@@ -229,11 +231,12 @@ func (g *gateway) commit(
 ) (*uploadv1.BlobDescriptor, error) {
 	ctx, cancel := context.WithCancel(req.Context())
 	defer cancel()
-	stream, err := g.uploads.CommitUpload(ctx)
+	sender := newChunkSender()
+	stream, err := g.uploads.CommitUpload(ctx, grpc.ForceCodecV2(sender))
 	if err != nil {
 		return nil, err
 	}
-	resp, err := upstream(cancel, stream,
+	resp, err := upstream(cancel, stream, sender,
 		&uploadv1.CommitUploadRequest{Kind: &uploadv1.CommitUploadRequest_Header{Header: header}},
 		req.Body,
 		func(p []byte) *uploadv1.CommitUploadRequest {

@@ -4,9 +4,9 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
+	"github.com/keel-registry/keel/internal/chunkwire"
 )
 
 // blobDataField is the field number of ReadBlobResponse.data.
@@ -48,7 +48,7 @@ func (c *blobCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.proto.Unmarshal(data, v)
 	}
-	start, n, ok := chunkOnly(data)
+	start, n, ok := chunkwire.Locate(data, blobDataField)
 	if !ok {
 		return c.proto.Unmarshal(data, v)
 	}
@@ -56,45 +56,8 @@ func (c *blobCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		c.buf = make([]byte, n)
 	}
 	b := c.buf[:n]
-	copyFrom(b, data, start)
+	chunkwire.Copy(b, data, start)
 	m.Reset()
 	m.Data = b
 	return nil
-}
-
-// chunkOnly reports whether the message in data is a ReadBlobResponse
-// holding nothing but its data field, and where and how long that field's
-// bytes are.
-func chunkOnly(data mem.BufferSlice) (start, n int, ok bool) {
-	// A tag and a length take at most 1+10 bytes.
-	var head [11]byte
-	h := head[:copyFrom(head[:], data, 0)]
-	num, typ, k := protowire.ConsumeTag(h)
-	if k < 0 || num != blobDataField || typ != protowire.BytesType {
-		return 0, 0, false
-	}
-	size, l := protowire.ConsumeVarint(h[k:])
-	if l < 0 || size != uint64(data.Len()-k-l) {
-		return 0, 0, false
-	}
-	return k + l, int(size), true
-}
-
-// copyFrom copies the bytes of data from offset off into dst and returns
-// how many it copied.
-func copyFrom(dst []byte, data mem.BufferSlice, off int) int {
-	n := 0
-	for _, buf := range data {
-		b := buf.ReadOnlyData()
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		n += copy(dst[n:], b[off:])
-		off = 0
-		if n == len(dst) {
-			break
-		}
-	}
-	return n
 }

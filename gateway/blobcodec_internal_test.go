@@ -4,23 +4,11 @@ import (
 	"bytes"
 	"testing"
 
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
+	"github.com/keel-registry/keel/internal/chunkwire"
 )
-
-// split cuts b into a BufferSlice of pieces of at most n bytes, as gRPC
-// hands over a message read in several frames.
-func split(b []byte, n int) mem.BufferSlice {
-	var s mem.BufferSlice
-	for len(b) > 0 {
-		k := min(n, len(b))
-		s = append(s, mem.SliceBuffer(b[:k]))
-		b = b[k:]
-	}
-	return s
-}
 
 func TestBlobCodecDecodesChunks(t *testing.T) {
 	c := newBlobCodec()
@@ -32,7 +20,7 @@ func TestBlobCodecDecodesChunks(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got uploadv1.ReadBlobResponse
-			if err := c.Unmarshal(split(wire, piece), &got); err != nil {
+			if err := c.Unmarshal(chunkwire.Split(wire, piece), &got); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got.GetData(), want) {
@@ -56,7 +44,7 @@ func TestBlobCodecLeavesOtherMessagesToProto(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got uploadv1.ReadBlobResponse
-		if err := c.Unmarshal(split(wire, 3), &got); err != nil {
+		if err := c.Unmarshal(chunkwire.Split(wire, 3), &got); err != nil {
 			t.Fatal(err)
 		}
 		if !proto.Equal(&got, want) {
@@ -69,7 +57,7 @@ func TestBlobCodecLeavesOtherMessagesToProto(t *testing.T) {
 		t.Fatal(err)
 	}
 	var req uploadv1.StatBlobRequest
-	if err := c.Unmarshal(split(wire, 2), &req); err != nil {
+	if err := c.Unmarshal(chunkwire.Split(wire, 2), &req); err != nil {
 		t.Fatal(err)
 	}
 	if req.GetRepository() != "a" || req.GetDigest() != "b" {
@@ -83,7 +71,7 @@ func TestBlobCodecRejectsTruncatedChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got uploadv1.ReadBlobResponse
-	if err := newBlobCodec().Unmarshal(split(wire[:len(wire)-1], 64), &got); err == nil {
+	if err := newBlobCodec().Unmarshal(chunkwire.Split(wire[:len(wire)-1], 64), &got); err == nil {
 		t.Fatal("a truncated message decoded without error")
 	}
 }

@@ -245,13 +245,8 @@ func (p *process) startUpload(ctx context.Context) error {
 	// Steps stop in reverse order, so this runs once the server below has
 	// stopped taking calls.
 	p.onStop("upload session removals", func(ctx context.Context) error {
-		done := make(chan struct{})
-		go func() {
-			svc.Wait()
-			close(done)
-		}()
 		select {
-		case <-done:
+		case <-finished(svc.Wait):
 			return nil
 		case <-ctx.Done():
 			return fmt.Errorf("left to the janitor: %w", ctx.Err())
@@ -449,11 +444,7 @@ func (p *process) serveHTTP(name string, srv *http.Server, ln net.Listener) {
 // stopGRPC stops srv gracefully, letting running calls finish, and stops it
 // hard when ctx ends first.
 func stopGRPC(ctx context.Context, srv *grpc.Server) error {
-	done := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(done)
-	}()
+	done := finished(srv.GracefulStop)
 	select {
 	case <-done:
 		return nil
@@ -475,4 +466,15 @@ func waitBounded(ctx context.Context, stop func() error) error {
 	case <-ctx.Done():
 		return fmt.Errorf("not stopped in time: %w", ctx.Err())
 	}
+}
+
+// finished runs fn on a goroutine of its own and returns a channel that is
+// closed when fn returns.
+func finished(fn func()) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	return done
 }

@@ -4,9 +4,9 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
+	"github.com/keel-registry/keel/internal/chunkwire"
 )
 
 // dataField is the field number of the data chunk in WriteUploadRequest
@@ -61,37 +61,11 @@ func (c *Codec) Unmarshal(data mem.BufferSlice, v any) error {
 // chunk returns a copy of the chunk of a message made of the data field
 // alone, or false for any other message.
 func chunk(data mem.BufferSlice) ([]byte, bool) {
-	// A tag and a length take at most 1+10 bytes.
-	var head [11]byte
-	h := head[:readAt(head[:], data, 0)]
-	num, typ, k := protowire.ConsumeTag(h)
-	if k < 0 || num != dataField || typ != protowire.BytesType {
+	start, n, ok := chunkwire.Locate(data, dataField)
+	if !ok {
 		return nil, false
 	}
-	size, l := protowire.ConsumeVarint(h[k:])
-	if l < 0 || size != uint64(data.Len()-k-l) {
-		return nil, false
-	}
-	b := make([]byte, size)
-	readAt(b, data, k+l)
+	b := make([]byte, n)
+	chunkwire.Copy(b, data, start)
 	return b, true
-}
-
-// readAt copies the bytes of data from offset off into dst and returns how
-// many it copied.
-func readAt(dst []byte, data mem.BufferSlice, off int) int {
-	n := 0
-	for _, buf := range data {
-		b := buf.ReadOnlyData()
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		n += copy(dst[n:], b[off:])
-		off = 0
-		if n == len(dst) {
-			break
-		}
-	}
-	return n
 }

@@ -4,23 +4,11 @@ import (
 	"bytes"
 	"testing"
 
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
+	"github.com/keel-registry/keel/internal/chunkwire"
 )
-
-// frames cuts b into a BufferSlice of pieces of at most n bytes, as gRPC
-// hands over a message that arrived in several frames.
-func frames(b []byte, n int) mem.BufferSlice {
-	var s mem.BufferSlice
-	for len(b) > 0 {
-		k := min(n, len(b))
-		s = append(s, mem.SliceBuffer(b[:k]))
-		b = b[k:]
-	}
-	return s
-}
 
 // TestCodecDecodesChunks checks data messages of every size class against
 // the proto codec, whatever frames they arrive in, and that a decoded
@@ -36,7 +24,7 @@ func TestCodecDecodesChunks(t *testing.T) {
 				t.Fatal(err)
 			}
 			var w uploadv1.WriteUploadRequest
-			if err := c.Unmarshal(frames(wire, piece), &w); err != nil {
+			if err := c.Unmarshal(chunkwire.Split(wire, piece), &w); err != nil {
 				t.Fatalf("%d bytes in pieces of %d: %v", size, piece, err)
 			}
 			if !bytes.Equal(w.GetData(), want) {
@@ -58,7 +46,7 @@ func TestCodecDecodesChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var m uploadv1.CommitUploadRequest
-	if err := c.Unmarshal(frames(wire, 3), &m); err != nil || string(m.GetData()) != "last bytes" {
+	if err := c.Unmarshal(chunkwire.Split(wire, 3), &m); err != nil || string(m.GetData()) != "last bytes" {
 		t.Fatalf("commit chunk = %q, %v", m.GetData(), err)
 	}
 }
@@ -75,7 +63,7 @@ func TestCodecOtherMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	var w uploadv1.WriteUploadRequest
-	if err := c.Unmarshal(frames(wire, 4), &w); err != nil || !proto.Equal(&w, hdr) {
+	if err := c.Unmarshal(chunkwire.Split(wire, 4), &w); err != nil || !proto.Equal(&w, hdr) {
 		t.Fatalf("header = %v, %v; want %v", &w, err, hdr)
 	}
 
@@ -85,7 +73,7 @@ func TestCodecOtherMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	var g uploadv1.GetUploadRequest
-	if err := c.Unmarshal(frames(wire, 2), &g); err != nil || !proto.Equal(&g, req) {
+	if err := c.Unmarshal(chunkwire.Split(wire, 2), &g); err != nil || !proto.Equal(&g, req) {
 		t.Fatalf("other message = %v, %v; want %v", &g, err, req)
 	}
 
@@ -94,7 +82,7 @@ func TestCodecOtherMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Unmarshal(frames(wire[:len(wire)-10], 64), &w); err == nil {
+	if err := c.Unmarshal(chunkwire.Split(wire[:len(wire)-10], 64), &w); err == nil {
 		t.Errorf("a truncated chunk decoded without an error")
 	}
 }

@@ -127,9 +127,15 @@ func (w *writer) digest() reference.Digest {
 }
 
 // mismatch removes the session and everything it wrote, and returns the
-// DIGEST_INVALID error for want.
+// DIGEST_INVALID error for want. When another request changed the session
+// since this attempt last wrote or read it, nothing is removed and the
+// answer is the 416 of a lost race.
 func (w *writer) mismatch(ctx context.Context, want reference.Digest) error {
-	if err := w.srv.removeSession(ctx, w.id, w.sess, nil); err != nil {
+	err := w.srv.discard(ctx, w.id, w.sess, w.etag)
+	if errors.Is(err, errConflict) {
+		return w.srv.conflict(ctx, w.sess.Repo, w.id)
+	}
+	if err != nil {
 		return err
 	}
 	return ocierr.New(ocierr.DigestInvalid,
@@ -212,19 +218,48 @@ func (srv *Server) publish(
 	linked := make(chan error, 1)
 	go func() { linked <- srv.link(ctx, repo, d) }()
 
-	_, err = srv.store.Put(ctx, layout.Key(layout.Blob{Digest: d}), b,
-		objstore.Condition{IfNoneMatch: true})
-	switch {
-	case errors.Is(err, objstore.ErrPreconditionFailed):
-		existing, rerr := srv.record(ctx, d)
-		err = rerr
-		if rerr == nil && existing != rec {
-			srv.store.Delete(ctx, rec.key())
-		}
-	case err != nil:
+	key := layout.Key(layout.Blob{Digest: d})
+	_, err = srv.store.Put(ctx, key, b, objstore.Condition{IfNoneMatch: true})
+	if errors.Is(err, objstore.ErrPreconditionFailed) {
+		err = srv.publishAgain(ctx, d, rec, b)
+	}
+	if err != nil {
 		err = fmt.Errorf("publish blob %s: %w", d, err)
 	}
 	return errors.Join(err, <-linked)
+}
+
+// publishAgain settles a blob that another upload published first. Its
+// record wins and this upload's bytes are deleted, unless the bytes that
+// record names are gone: then this upload's record replaces it, so that
+// pushing a blob again repairs it.
+func (srv *Server) publishAgain(ctx context.Context, d reference.Digest, rec blobRecord, b []byte) error {
+	key := layout.Key(layout.Blob{Digest: d})
+	raw, info, err := srv.store.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	var existing blobRecord
+	if err := json.Unmarshal(raw, &existing); err != nil {
+		return fmt.Errorf("decode blob record: %w", err)
+	}
+	if existing == rec {
+		return nil
+	}
+
+	_, err = srv.store.Head(ctx, existing.key())
+	if errors.Is(err, objstore.ErrNotFound) {
+		_, err = srv.store.Put(ctx, key, b, objstore.Condition{IfMatch: info.ETag})
+		if errors.Is(err, objstore.ErrPreconditionFailed) {
+			return srv.publishAgain(ctx, d, rec, b)
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	srv.store.Delete(ctx, rec.key())
+	return nil
 }
 
 // link makes a blob visible in a repository.
@@ -370,15 +405,21 @@ func (srv *Server) ReadBlob(
 		first.RedirectUrl = url
 		return stream.Send(first)
 	}
-	if err := stream.Send(first); err != nil || n == 0 {
-		return err
+	if n == 0 {
+		return stream.Send(first)
 	}
 
+	// The bytes are opened before the first message goes out: once the
+	// gateway has it, it has promised the client a 200 and a length, and
+	// a failure could only cut the body short.
 	body, _, err := srv.store.Open(ctx, key, off, n)
 	if err != nil {
 		return fmt.Errorf("open blob %s: %w", d, err)
 	}
 	defer body.Close()
+	if err := stream.Send(first); err != nil {
+		return err
+	}
 	return sendChunks(stream, body, n)
 }
 

@@ -40,7 +40,7 @@ func (srv *Server) RemoveAbandoned(ctx context.Context, now time.Time) (int, err
 
 // removeIfAbandoned removes one session if it is too old.
 func (srv *Server) removeIfAbandoned(ctx context.Context, id string, now time.Time) (bool, error) {
-	b, _, err := srv.store.Get(ctx, layout.Key(layout.UploadState{UploadID: id}))
+	b, info, err := srv.store.Get(ctx, layout.Key(layout.UploadState{UploadID: id}))
 	if errors.Is(err, objstore.ErrNotFound) {
 		// A session without state is what a closed session leaves when a
 		// tail outlived it (one an attempt that died had stored), or
@@ -59,17 +59,39 @@ func (srv *Server) removeIfAbandoned(ctx context.Context, id string, now time.Ti
 		return false, nil
 	}
 
+	if sess.Committed == "" {
+		err := srv.discard(ctx, id, &sess, info.ETag)
+		if errors.Is(err, errConflict) {
+			return false, nil // written to since it was read: not abandoned
+		}
+		return err == nil, err
+	}
+
+	// The blob was published, or nearly: keep its bytes if its record names
+	// this session's. A committed session takes no more writes, so nothing
+	// can race this removal.
 	var keep *blobRecord
-	if sess.Committed != "" {
-		// The blob was published, or nearly: keep its bytes if its record
-		// names this session's.
-		if d, err := reference.ParseDigest(sess.Committed); err == nil {
-			if rec, err := srv.record(ctx, d); err == nil && rec.Data == id {
-				keep = &rec
-			}
+	if d, err := reference.ParseDigest(sess.Committed); err == nil {
+		if rec, err := srv.record(ctx, d); err == nil && rec.Data == id {
+			keep = &rec
 		}
 	}
 	return true, srv.removeSession(ctx, id, &sess, keep)
+}
+
+// discard removes a session that will publish nothing, with everything it
+// wrote. It first marks the session removed with a write conditional on
+// etag, the ETag of the state sess was read from: a close that read the
+// state earlier then fails its own conditional write instead of publishing
+// a blob whose bytes this removal deletes. When another request changed
+// the session first, discard removes nothing and returns errConflict.
+func (srv *Server) discard(ctx context.Context, id string, sess *session, etag string) error {
+	srv.recent.drop(id)
+	sess.Removed = true
+	if _, err := (sessions{srv.store}).save(ctx, id, sess, etag); err != nil {
+		return err
+	}
+	return srv.removeSession(ctx, id, sess, nil)
 }
 
 // removeSession deletes a session: its multipart upload and data object,

@@ -243,15 +243,24 @@ func (srv *Server) CancelUpload(
 	if err := reference.ValidateName(req.GetRepository()); err != nil {
 		return nil, err
 	}
-	sess, _, err := sessions{srv.store}.load(ctx, req.GetRepository(), req.GetUploadId())
-	if err != nil {
-		return nil, err
+	// A write that lands between the read and the removal's mark makes the
+	// mark fail; the session is then read again. A close that lands there
+	// finishes the session, and the next read answers BLOB_UPLOAD_UNKNOWN.
+	for range 5 {
+		sess, etag, err := sessions{srv.store}.load(ctx, req.GetRepository(), req.GetUploadId())
+		if err != nil {
+			return nil, err
+		}
+		err = srv.discard(ctx, req.GetUploadId(), sess, etag)
+		if errors.Is(err, errConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &uploadv1.CancelUploadResponse{}, nil
 	}
-	srv.recent.drop(req.GetUploadId())
-	if err := srv.removeSession(ctx, req.GetUploadId(), sess, nil); err != nil {
-		return nil, err
-	}
-	return &uploadv1.CancelUploadResponse{}, nil
+	return nil, fmt.Errorf("cancel upload %s: the session kept changing", req.GetUploadId())
 }
 
 func status(id string, s *session) *uploadv1.UploadStatus {

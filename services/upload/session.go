@@ -67,6 +67,12 @@ type session struct {
 	// when none does. A new attempt may take the session over from a
 	// writer that died; see claim.
 	Writer string `json:"writer,omitempty"`
+	// Removed marks a session being removed (cancelled, refused at close,
+	// or abandoned). It is set by a conditional write before anything the
+	// session wrote is deleted, so that a close racing the removal, which
+	// read the state before, fails its own conditional write and publishes
+	// nothing; a removed session takes no more writes.
+	Removed bool `json:"removed,omitempty"`
 	// Committed is the digest of a session whose bytes are complete and
 	// verified, set before its data object is written (or, for a digest
 	// verified by reading the data back, just after) and before the blob
@@ -136,7 +142,7 @@ func (ss sessions) load(ctx context.Context, repo, id string) (*session, string,
 	if s.Repo != repo {
 		return nil, "", ocierr.New(ocierr.BlobUploadUnknown, "upload %s unknown", id)
 	}
-	if s.Committed != "" {
+	if s.Committed != "" || s.Removed {
 		return nil, "", ocierr.New(ocierr.BlobUploadUnknown, "upload %s is finished", id)
 	}
 	return &s, info.ETag, nil

@@ -22,7 +22,8 @@ func TestEmptyDirectoryRace(t *testing.T) {
 		wg.Go(func() {
 			for i := range 150 {
 				key := fmt.Sprintf("race/%d-%d/state", g, i)
-				if _, err := st.Put(ctx, key, []byte("x"), objstore.Condition{IfNoneMatch: true}); err != nil {
+				cond := objstore.Condition{IfNoneMatch: true}
+				if _, err := st.Put(ctx, key, []byte("x"), cond); err != nil {
 					errs <- fmt.Errorf("put %s: %w", key, err)
 					return
 				}

@@ -47,7 +47,9 @@ func (r blobRecord) key() string {
 // before anything is written, from the hash state alone. Another algorithm
 // is checked by reading the bytes back once (verifyStored). This is the
 // only close that takes time in proportion to the blob's size.
-func (w *writer) commit(ctx context.Context, want reference.Digest) (*uploadv1.BlobDescriptor, error) {
+func (w *writer) commit(
+	ctx context.Context, want reference.Digest,
+) (*uploadv1.BlobDescriptor, error) {
 	if err := w.drain(ctx); err != nil {
 		return nil, err
 	}
@@ -233,7 +235,9 @@ func (srv *Server) publish(
 // record wins and this upload's bytes are deleted, unless the bytes that
 // record names are gone: then this upload's record replaces it, so that
 // pushing a blob again repairs it.
-func (srv *Server) publishAgain(ctx context.Context, d reference.Digest, rec blobRecord, b []byte) error {
+func (srv *Server) publishAgain(
+	ctx context.Context, d reference.Digest, rec blobRecord, b []byte,
+) error {
 	key := layout.Key(layout.Blob{Digest: d})
 	raw, info, err := srv.store.Get(ctx, key)
 	if err != nil {

@@ -300,7 +300,8 @@ func TestLostBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	stream, err := r.client.ReadBlob(ctx, &uploadv1.ReadBlobRequest{Repository: "repo", Digest: d.String()})
+	stream, err := r.client.ReadBlob(ctx,
+		&uploadv1.ReadBlobRequest{Repository: "repo", Digest: d.String()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,8 @@ func TestCodecDecodesChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var m uploadv1.CommitUploadRequest
-	if err := c.Unmarshal(chunkwire.Split(wire, 3), &m); err != nil || string(m.GetData()) != "last bytes" {
+	err = c.Unmarshal(chunkwire.Split(wire, 3), &m)
+	if err != nil || string(m.GetData()) != "last bytes" {
 		t.Fatalf("commit chunk = %q, %v", m.GetData(), err)
 	}
 }

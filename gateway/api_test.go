@@ -249,7 +249,7 @@ func TestAPIRoutes(t *testing.T) {
 		t.Errorf("GET /api/v1/repositories forwards gRPC metadata: %v", resp.Header)
 	}
 
-	logs := h.logs.lines(t)
+	logs := h.logs.Records(t)
 	last := logs[len(logs)-1]
 	if last["route"] != "/api/v1/resolve/{repository=**}/{reference}" ||
 		last["repository"] != "a" || last["status"] != float64(200) {

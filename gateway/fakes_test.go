@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -28,6 +27,7 @@ import (
 	manifestv1 "github.com/keel-registry/keel/gen/keel/manifest/v1"
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
 	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/telemetry/telemetrytest"
 	"github.com/keel-registry/keel/services/auth"
 )
 
@@ -50,7 +50,7 @@ type harness struct {
 	uploads   *fakeUploads
 	manifests *fakeManifests
 	auth      *countingAuth
-	logs      *syncBuffer
+	logs      *telemetrytest.LogBuffer
 }
 
 // harnessConfig tweaks a harness.
@@ -78,7 +78,7 @@ func newHarness(t *testing.T, cfg harnessConfig) *harness {
 		uploads:   newFakeUploads(),
 		manifests: newFakeManifests(),
 		auth:      &countingAuth{inner: authServer},
-		logs:      &syncBuffer{},
+		logs:      &telemetrytest.LogBuffer{},
 	}
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -119,37 +119,6 @@ func newHarness(t *testing.T, cfg harnessConfig) *harness {
 	h.url = srv.URL
 	h.host = strings.TrimPrefix(srv.URL, "http://")
 	return h
-}
-
-// syncBuffer is a log sink safe for concurrent requests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON log records written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		var rec map[string]any
-		if err := json.Unmarshal(line, &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, rec)
-	}
-	return out
 }
 
 // countingAuth is the real auth service, counting its calls. It can also

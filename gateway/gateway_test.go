@@ -990,7 +990,7 @@ func TestRequestLog(t *testing.T) {
 	h.do(t, http.MethodPatch, resp.Header.Get("Location"), []byte("hello"))
 	h.do(t, http.MethodGet, "/v2/team/app/manifests/missing", nil)
 
-	lines := h.logs.lines(t)
+	lines := h.logs.Records(t)
 	if len(lines) != 3 {
 		t.Fatalf("log lines = %d, want one per request (3): %v", len(lines), lines)
 	}

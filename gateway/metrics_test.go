@@ -110,7 +110,7 @@ func TestRequestSpanContinuesClientTrace(t *testing.T) {
 			s.SpanContext.TraceID(), s.Parent.SpanID(), traceHex, parentHex)
 	}
 	var logged bool
-	for _, rec := range h.logs.lines(t) {
+	for _, rec := range h.logs.Records(t) {
 		if rec["msg"] != "request" {
 			continue
 		}

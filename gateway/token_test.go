@@ -29,6 +29,7 @@ import (
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
 	"github.com/keel-registry/keel/internal/jwtkey"
 	"github.com/keel-registry/keel/internal/registrytoken"
+	"github.com/keel-registry/keel/internal/telemetry/telemetrytest"
 	"github.com/keel-registry/keel/services/auth"
 )
 
@@ -123,7 +124,7 @@ func newTokenHarness(t testing.TB, options func(*gateway.Options)) *tokenHarness
 	kid, _ := jwtkey.KeyID(key.Public())
 	th := &tokenHarness{
 		harness: &harness{uploads: newFakeUploads(), manifests: newFakeManifests(),
-			logs: &syncBuffer{}},
+			logs: &telemetrytest.LogBuffer{}},
 		auth: &swappableAuth{},
 		key:  key,
 		kid:  kid,
@@ -733,7 +734,7 @@ func TestTokenLogLinesHoldNoSecrets(t *testing.T) {
 
 	secret := regexp.MustCompile(regexp.QuoteMeta(strings.Split(token, ".")[2]) + "|" +
 		regexp.QuoteMeta(writerPass))
-	for _, l := range th.logs.lines(t) {
+	for _, l := range th.logs.Records(t) {
 		if s, _ := json.Marshal(l); secret.Match(s) {
 			t.Errorf("log line %s holds a secret", s)
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/keel-registry/keel/internal/ocierr"
 	"github.com/keel-registry/keel/internal/querycli"
 	"github.com/keel-registry/keel/internal/s3embed/s3test"
+	"github.com/keel-registry/keel/internal/telemetry/telemetrytest"
 	"github.com/keel-registry/keel/services/auth"
 	"github.com/keel-registry/keel/services/manifest"
 )
@@ -352,26 +353,8 @@ func TestInspectAndReferrers(t *testing.T) {
 	}
 }
 
-// syncBuffer is an output written by one goroutine and read by another.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitFor polls out until it has n lines.
-func waitFor(t *testing.T, out *syncBuffer, n int) []string {
+func waitFor(t *testing.T, out *telemetrytest.LogBuffer, n int) []string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -391,7 +374,7 @@ func TestWatch(t *testing.T) {
 		t.Run(f.name, func(t *testing.T) {
 			for _, format := range []string{"table", "json"} {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				var stdout, stderr syncBuffer
+				var stdout, stderr telemetrytest.LogBuffer
 				done := make(chan int)
 				go func() {
 					args := append(slices.Clone(f.args), "watch", "-o", format)

@@ -1,10 +1,8 @@
 package stack
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,36 +34,6 @@ const (
 	commitRoute  = "PUT /v2/{name}/blobs/uploads/{uuid}"
 	commitMethod = "keel.upload.v1.UploadService/CommitUpload"
 )
-
-// syncLog collects the JSON lines a running stack logs.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// records returns the records logged so far.
-func (l *syncLog) records(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		rec := map[string]any{}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
-		}
-		out = append(out, rec)
-	}
-	return out
-}
 
 // running is a stack started by startStack.
 type running struct {
@@ -293,7 +261,7 @@ func TestPushIsOneTrace(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
-	logs := &syncLog{}
+	logs := &telemetrytest.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	st := startStack(t, Config{TracerProvider: tp}, logger)
 
@@ -384,7 +352,7 @@ func TestPushIsOneTrace(t *testing.T) {
 
 	// The log lines of the commit carry its trace: the gateway's request
 	// line and the upload service's call line.
-	recs := logs.records(t)
+	recs := logs.Records(t)
 	findRecord(t, recs, map[string]string{
 		"msg": "request", "method": "PUT", "route": "/v2/{name}/blobs/uploads/{uuid}",
 		"trace_id": traceHex, "span_id": route.SpanContext.SpanID().String(),

@@ -1,16 +1,12 @@
 package transport
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,42 +19,17 @@ import (
 	authv1 "github.com/keel-registry/keel/gen/keel/auth/v1"
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
 	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/telemetry/telemetrytest"
 )
 
-// logBuffer collects JSON log lines written concurrently by a server.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// records returns every log record written so far.
-func (b *logBuffer) records(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		rec := map[string]any{}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
-		}
-		out = append(out, rec)
-	}
-	return out
-}
+// logBuffer collects the JSON log lines a server writes.
+type logBuffer struct{ telemetrytest.LogBuffer }
 
 // callRecords returns the "rpc" records logged for method.
 func (b *logBuffer) callRecords(t *testing.T, method string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, rec := range b.records(t) {
+	for _, rec := range b.Records(t) {
 		if rec["msg"] == "rpc" && rec["method"] == method {
 			out = append(out, rec)
 		}

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/base64"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/keel-registry/keel/internal/jwtkey"
 	"github.com/keel-registry/keel/internal/logintoken"
 	"github.com/keel-registry/keel/internal/ocierr"
+	"github.com/keel-registry/keel/internal/telemetry/telemetrytest"
 )
 
 // testNow is the clock of the JWT login tests.
@@ -29,7 +28,7 @@ var testNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 type loginFixture struct {
 	s   *Server
 	key crypto.Signer
-	log *syncBuffer
+	log *telemetrytest.LogBuffer
 }
 
 // The policy of the JWT login tests: ci may pull and push team/*, and
@@ -63,7 +62,7 @@ func newLoginFixture(t *testing.T) loginFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &telemetrytest.LogBuffer{}
 	s, err := NewServer(Config{
 		Users:  []User{{Name: "admin", Password: "admin-secret", Access: ReadWrite}},
 		Policy: pol,
@@ -332,22 +331,4 @@ func TestFailedLoginsAreLoggedWithoutSecrets(t *testing.T) {
 			t.Errorf("the log lacks %s: %s", want, logs)
 		}
 	}
-}
-
-// syncBuffer is a log sink safe for concurrent calls.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,6 +1,6 @@
-// Package telemetrytest reads Prometheus metrics in tests: scraped over
-// HTTP in the text format, as Prometheus would, or gathered from a
-// registry.
+// Package telemetrytest reads telemetry in tests: Prometheus metrics,
+// scraped over HTTP in the text format as Prometheus would or gathered
+// from a registry, and log output (LogBuffer).
 package telemetrytest
 
 import (

@@ -62,12 +62,8 @@ func TestBadInput(t *testing.T) {
 		location := resp.header.Get("Location")
 		content := randomBytes(t, 4096)
 		claimed := sha256Digest(randomBytes(t, 16))
-		sep := "?"
-		if strings.Contains(location, "?") {
-			sep = "&"
-		}
 
-		resp = admin.do("PUT", location+sep+"digest="+claimed,
+		resp = admin.do("PUT", withDigest(location, claimed),
 			http.Header{"Content-Type": {"application/octet-stream"}}, content)
 
 		assertOCIError(t, "PUT with a wrong digest", resp, http.StatusBadRequest, "DIGEST_INVALID")
@@ -93,13 +89,8 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("POST upload = %d %s, want 202", resp.status, resp.body)
 		}
 		content := randomBytes(t, 4096)
-		location := resp.header.Get("Location")
-		sep := "?"
-		if strings.Contains(location, "?") {
-			sep = "&"
-		}
 		wrong := sha256Digest(randomBytes(t, 16))
-		resp = admin.do("PUT", location+sep+"digest="+wrong,
+		resp = admin.do("PUT", withDigest(resp.header.Get("Location"), wrong),
 			http.Header{"Content-Type": {"application/octet-stream"}}, content)
 		assertOCIError(t, "PUT with a wrong sha256 on a sha512 session", resp,
 			http.StatusBadRequest, "DIGEST_INVALID")

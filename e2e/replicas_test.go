@@ -207,11 +207,7 @@ func openSession(t *testing.T, c registryClient, repo string) string {
 
 func closeSession(t *testing.T, c registryClient, loc string, last []byte, digest string) {
 	t.Helper()
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
-	resp := c.do("PUT", loc+sep+"digest="+digest,
+	resp := c.do("PUT", withDigest(loc, digest),
 		http.Header{"Content-Type": {"application/octet-stream"}}, last)
 	if resp.status != http.StatusCreated {
 		t.Fatalf("closing PUT = %d %s", resp.status, truncate(resp.body))
@@ -346,4 +342,12 @@ func (s *signalReader) Read(p []byte) (int, error) {
 		close(s.signal)
 	}
 	return n, err
+}
+
+// withDigest adds the digest parameter that closes an upload to its URL.
+func withDigest(loc, digest string) string {
+	if strings.Contains(loc, "?") {
+		return loc + "&digest=" + digest
+	}
+	return loc + "?digest=" + digest
 }

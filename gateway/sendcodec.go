@@ -4,9 +4,9 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	uploadv1 "github.com/keel-registry/keel/gen/keel/upload/v1"
+	"github.com/keel-registry/keel/internal/chunkwire"
 )
 
 // uploadDataField is the field number of the data chunk in
@@ -66,8 +66,7 @@ func (c *chunkSender) Marshal(v any) (mem.BufferSlice, error) {
 
 	c.given = nil
 	*b = data
-	head := protowire.AppendTag(make([]byte, 0, 11), uploadDataField, protowire.BytesType)
-	head = protowire.AppendVarint(head, uint64(len(data)))
+	head := chunkwire.Head(uploadDataField, len(data))
 	return mem.BufferSlice{mem.SliceBuffer(head), mem.NewBuffer(b, chunkBuffers{})}, nil
 }
 

@@ -1,5 +1,5 @@
 // Package chunkwire reads blob chunks straight out of the frames gRPC
-// received them in. Keel streams blobs as messages that carry nothing but
+// received them in, and frames chunks to send without copying them. Keel streams blobs as messages that carry nothing but
 // one bytes field of about 1 MiB; the proto codec joins a message's frames
 // into one buffer and then copies the field out of it, while a codec built
 // on this package copies the field's bytes once, from the frames to where
@@ -26,6 +26,14 @@ func Locate(data mem.BufferSlice, field protowire.Number) (start, n int, ok bool
 		return 0, 0, false
 	}
 	return k + l, int(size), true
+}
+
+// Head returns the tag and length that precede n bytes of field in a
+// message made of that field alone; the bytes themselves may follow in a
+// buffer of their own.
+func Head(field protowire.Number, n int) []byte {
+	head := protowire.AppendTag(make([]byte, 0, 11), field, protowire.BytesType)
+	return protowire.AppendVarint(head, uint64(n))
 }
 
 // Copy copies the bytes of data from offset off into dst and returns how

@@ -51,3 +51,13 @@ func TestLocateRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestHead checks that Head followed by the bytes is the message.
+func TestHead(t *testing.T) {
+	for _, size := range []int{0, 1, 127, 128, 1<<20 - 64} {
+		b := bytes.Repeat([]byte{7}, size)
+		if got := append(Head(2, size), b...); !bytes.Equal(got, message(2, b)) {
+			t.Errorf("%d bytes: Head and bytes differ from the encoded message", size)
+		}
+	}
+}
